@@ -1,0 +1,13 @@
+"""The MnasNet factorized hierarchical search space: architectures as data, one builder, an NNI model space."""
+
+from search_spaces.arch import ArchSpec, BlockSpec
+from search_spaces.block_string import decode_block, encode_block
+from search_spaces.builder import MnasNet, build_model
+from search_spaces.presets import PRESETS, load_arch, load_preset
+from search_spaces.profile import Profile, profile_model
+from search_spaces.space import MnasSpace, SpaceConfig
+
+__all__ = [
+    "ArchSpec", "BlockSpec", "MnasNet", "MnasSpace", "PRESETS", "Profile", "SpaceConfig", "build_model",
+    "decode_block", "encode_block", "load_arch", "load_preset", "profile_model",
+]
