@@ -1,0 +1,69 @@
+"""What watches a search: the trial log, the console, the tracker. Each gets the same few calls."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnas_nni.records import TrialRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchInfo:
+    """Handed to observers when a search starts."""
+
+    run_dir: Path
+    config: dict[str, Any]  # the whole composed Hydra config, resolved
+    config_yaml: str
+    device: dict[str, Any]  # the latency device's own description
+    strategy: str
+    target_ms: float
+    decisions: dict[str, list[Any]] = field(default_factory=dict)  # label -> choices
+    resumed: bool = False
+
+
+class SearchObserver:
+    """Base observer: every hook is optional. Hooks must not raise; `ObserverGroup` logs and drops errors."""
+
+    def on_search_start(self, info: SearchInfo) -> None: ...
+
+    def on_trial_end(self, record: TrialRecord) -> None: ...
+
+    def on_controller_update(self, step: int, stats: dict[str, float]) -> None: ...
+
+    def on_search_end(self, records: list[TrialRecord]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ObserverGroup(SearchObserver):
+    """Fans each call out; one observer's fault never stops the search or the other observers."""
+
+    def __init__(self, *observers: SearchObserver):
+        self.observers = [o for o in observers if o is not None]
+
+    def _each(self, method: str, *args: Any) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception as err:  # noqa: BLE001 - observers must never crash a search
+                log.warning("%s.%s failed: %s", type(observer).__name__, method, err)
+
+    def on_search_start(self, info: SearchInfo) -> None:
+        self._each("on_search_start", info)
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        self._each("on_trial_end", record)
+
+    def on_controller_update(self, step: int, stats: dict[str, float]) -> None:
+        self._each("on_controller_update", step, stats)
+
+    def on_search_end(self, records: list[TrialRecord]) -> None:
+        self._each("on_search_end", records)
+
+    def close(self) -> None:
+        self._each("close")

@@ -1,0 +1,112 @@
+"""Trial records: what one finished trial produced, appended to `trials.jsonl` as it finishes.
+
+One JSON object per line, so a crashed search keeps every finished trial and the file loads straight
+into pandas (`pd.read_json(path, lines=True)`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+SUCCEEDED, FAILED = "succeeded", "failed"
+
+
+@dataclass
+class TrialRecord:
+    trial: int
+    status: str
+    arch: dict[str, Any] | None = None
+    sample: dict[str, Any] = field(default_factory=dict)
+    accuracy: float | None = None
+    latency_ms: float | None = None
+    reward: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    train_seconds: float = 0.0
+    measure_seconds: float = 0.0
+    duration_seconds: float = 0.0
+    error: str | None = None
+    latency: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    nni_trial_id: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SUCCEEDED
+
+    @property
+    def arch_key(self) -> str:
+        return json.dumps(self.arch, sort_keys=True) if self.arch else json.dumps(self.sample, sort_keys=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class TrialLog:
+    """Append-only JSON-lines log; each line is flushed and fsynced before the call returns."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, record: TrialRecord) -> None:
+        line = json.dumps(_json_safe(record.to_dict()), allow_nan=False)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> list[TrialRecord]:
+        return load_records(self.path)
+
+
+def load_records(path: str | Path) -> list[TrialRecord]:
+    """Every complete line of a trial log; a line cut short by a crash is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(TrialRecord.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return records
+
+
+def top_k(records: Iterable[TrialRecord], k: int, key: str = "reward") -> list[TrialRecord]:
+    done = [r for r in records if r.ok and getattr(r, key) is not None]
+    return sorted(done, key=lambda r: getattr(r, key), reverse=True)[:k]
+
+
+def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """Trials no other trial beats on both accuracy (higher) and latency (lower), sorted by latency."""
+    done = sorted((r for r in records if r.ok and r.accuracy is not None and r.latency_ms is not None),
+                  key=lambda r: (r.latency_ms, -r.accuracy))
+    front, best_acc = [], -math.inf
+    for record in done:
+        if record.accuracy > best_acc:
+            front.append(record)
+            best_acc = record.accuracy
+    return front
