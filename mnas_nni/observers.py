@@ -54,7 +54,9 @@ class ObserverGroup(SearchObserver):
                 log.warning("%s.%s failed: %s", type(observer).__name__, method, err)
 
     def on_search_start(self, info: SearchInfo) -> None:
-        self._each("on_search_start", info)
+        # Not guarded: a tracker that cannot start (server unreachable) must stop the search before any training.
+        for observer in self.observers:
+            observer.on_search_start(info)
 
     def on_trial_end(self, record: TrialRecord) -> None:
         self._each("on_trial_end", record)
