@@ -1,0 +1,52 @@
+"""Measured latency of sampled models on a target device (MnasNet: Pixel 1, one thread, batch 1).
+
+    device = hydra.utils.instantiate(cfg.device)          # LocalDevice | SshDevice | AdbDevice
+    evaluator = LatencyEvaluator(device, cache_path=..., lock_dir=...)
+    result = evaluator.measure(model, arch_key, (1, 3, 224, 224))   # -> LatencyResult (ms)
+
+Modules: export (ONNX), device (the plugin surface), local / ssh / adb (plugins), android_benchmarks
+(tools run over adb), ort_runner (the measuring script), lock (one measurement per device), cache (SQLite),
+evaluator (export -> lock -> measure -> cache).
+"""
+
+from .adb import AdbCliTransport, AdbDevice, AdbutilsTransport, cpu_mask
+from .android_benchmarks import (
+    BenchmarkJob,
+    OnnxPerfTestParser,
+    OnnxPerfTestRunner,
+    TFLiteBenchmarkModelParser,
+    TFLiteBenchmarkModelRunner,
+)
+from .cache import DEFAULT_CACHE_PATH, LatencyCache
+from .device import LatencyDevice
+from .evaluator import LatencyEvaluator
+from .export import ONNX_OPSET, export_onnx
+from .local import LocalDevice
+from .lock import DEFAULT_LOCK_DIR, device_lock, read_intervals
+from .result import LatencyResult, summarize
+from .ssh import SshDevice
+
+__all__ = [
+    "DEFAULT_CACHE_PATH",
+    "DEFAULT_LOCK_DIR",
+    "ONNX_OPSET",
+    "AdbCliTransport",
+    "AdbDevice",
+    "AdbutilsTransport",
+    "BenchmarkJob",
+    "LatencyCache",
+    "LatencyDevice",
+    "LatencyEvaluator",
+    "LatencyResult",
+    "LocalDevice",
+    "OnnxPerfTestParser",
+    "OnnxPerfTestRunner",
+    "SshDevice",
+    "TFLiteBenchmarkModelParser",
+    "TFLiteBenchmarkModelRunner",
+    "cpu_mask",
+    "device_lock",
+    "export_onnx",
+    "read_intervals",
+    "summarize",
+]

@@ -1,0 +1,119 @@
+"""Standalone onnxruntime latency runner: one process measures one model and prints ONE JSON line.
+
+Run locally (LocalDevice) and shipped as-is to remote boards (SshDevice), so it depends only on the
+standard library, numpy and onnxruntime, and keeps to syntax old board Pythons understand.
+
+    python ort_runner.py --model m.onnx --shape 1,3,224,224 --threads 1 --warmup 10 --runs 50 --cores 0
+    python ort_runner.py --describe --threads 1
+
+Output: {"samples_ms": [...], "describe": {...}}. Errors: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import time
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (x86 'model name', ARM 'Hardware'/'Model')."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            fields = {
+                key.strip(): value.strip()
+                for key, _, value in (line.partition(":") for line in f)
+                if value.strip()
+            }
+    except OSError:
+        fields = {}
+    for key in ("model name", "Hardware", "Model", "cpu model"):
+        if key in fields:
+            return fields[key]
+    return platform.processor() or platform.machine()
+
+
+def describe_host(threads: int) -> dict:
+    """What this process measures on: CPU, runtime and version, threads and the cores it may run on."""
+    import onnxruntime as ort
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return {
+        "runtime": "onnxruntime",
+        "runtime_version": ort.__version__,
+        "provider": "CPUExecutionProvider",
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "threads": threads,
+        "cores": cores,
+    }
+
+
+def time_model(model: str, shape: list, threads: int, warmup: int, runs: int) -> list:
+    """Per-run wall time in ms of `runs` single-input inferences after `warmup` untimed ones."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    (model_input,) = session.get_inputs()
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+    if model_input.type not in dtypes:
+        raise ValueError(f"unsupported input type {model_input.type}; export the model with a float input")
+    feed = {model_input.name: np.random.default_rng(0).standard_normal(shape).astype(dtypes[model_input.type])}
+    for _ in range(warmup):
+        session.run(None, feed)
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        start = clock()
+        session.run(None, feed)
+        samples.append((clock() - start) / 1e6)
+    return samples
+
+
+def parse_ints(text: str) -> list:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--shape", type=parse_ints)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--cores", type=parse_ints, default=None, help="pin to these CPU ids, e.g. 0,1")
+    parser.add_argument("--deadline-s", type=float, default=0, help="die by SIGALRM after this many seconds")
+    parser.add_argument("--describe", action="store_true", help="print the device description only")
+    args = parser.parse_args(argv)
+    try:
+        if args.deadline_s > 0:
+            signal.alarm(max(1, int(args.deadline_s + 0.999)))  # default action: terminate
+        if args.cores:
+            os.sched_setaffinity(0, args.cores)  # before onnxruntime creates any thread
+        out = {"describe": describe_host(args.threads)}
+        if not args.describe:
+            if not args.model or not args.shape:
+                raise ValueError("--model and --shape are required unless --describe is given")
+            out["samples_ms"] = time_model(args.model, args.shape, args.threads, args.warmup, args.runs)
+    except Exception as exc:  # noqa: BLE001 - any failure is reported to the host as one line
+        message = " ".join(str(exc).split()) or "no message"
+        sys.stderr.write(f"ort_runner: {type(exc).__name__}: {message}\n")
+        return 2
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
