@@ -1,0 +1,455 @@
+"""MnasNet's controller as an NNI 3.0 strategy: an LSTM that emits one token per decision, trained with PPO.
+
+The controller is the NASNet one that MnasNet reuses (Tan et al. 2019, section 4.2): one LSTM layer with 100
+hidden units, weights uniform in [-0.1, 0.1], the embedding of the previous token as the next input (a learned start
+token first) and one softmax head per decision. PPO (clipped surrogate, several epochs per minibatch of sampled
+architectures) maximises the reward; the advantage is the reward minus an exponential moving average baseline.
+
+Decision order: the declaration order of ``model_space.simplify()`` (the order in which the space creates its
+mutables, e.g. block by block), so the LSTM sees a network the way it is built. Only ``nni.mutable.Categorical``
+decisions are supported; annotations (constraints) are skipped and checked by ``freeze``.
+
+Cost: between two updates the policy is fixed, so architectures are drawn in batches of ``batch_size`` with one
+batched pass (no autograd), and the update runs the LSTM once over the whole minibatch (teacher forcing).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from nni.mutable import Categorical, MutableAnnotation, Sample, SampleValidationError
+from nni.nas.execution import ExecutionEngine
+from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEndEvent
+from nni.nas.space import ExecutableModelSpace, ModelStatus
+from nni.nas.strategy.base import Strategy
+from torch import nn
+
+from mnas_nni.errors import ConfigError
+
+__all__ = ["Controller", "PpoRnn", "extract_reward"]
+
+_logger = logging.getLogger(__name__)
+_NEG = -1e9  # logit of a padded (non-existent) choice: probability exactly 0, entropy term exactly 0
+
+Key = tuple[int, ...]  # an architecture as its choice indices, in decision order
+
+
+class Controller(nn.Module):
+    """One-layer LSTM over the decisions; decision t has its own embedding rows and softmax head.
+
+    Token ids: 0 is the start token; choice k of decision t is ``1 + offset[t] + k``.
+    """
+
+    def __init__(self, num_choices: Sequence[int], hidden_size: int = 100, embedding_dim: int = 100,
+                 init_range: float = 0.1, generator: torch.Generator | None = None):
+        super().__init__()
+        steps, width = len(num_choices), max(num_choices)
+        self.num_choices = list(num_choices)
+        self.embedding = nn.Embedding(1 + sum(num_choices), embedding_dim)
+        self.lstm = nn.LSTM(embedding_dim, hidden_size)
+        self.head_weight = nn.Parameter(torch.empty(steps, width, hidden_size))
+        self.head_bias = nn.Parameter(torch.empty(steps, width))
+        offsets = torch.tensor([0] + self.num_choices[:-1]).cumsum(0) + 1
+        self.register_buffer("offsets", offsets, persistent=False)
+        valid = torch.arange(width)[None, :] < torch.tensor(self.num_choices)[:, None]
+        self.register_buffer("valid", valid, persistent=False)
+        for p in self.parameters():
+            nn.init.uniform_(p, -init_range, init_range, generator=generator)
+
+    def _logits(self, t: int | slice, h: torch.Tensor) -> torch.Tensor:
+        """Masked logits of decision(s) ``t`` for hidden state(s) ``h`` ([B, H] or [T, B, H])."""
+        if isinstance(t, int):
+            logits = torch.addmm(self.head_bias[t], h, self.head_weight[t].t())
+            return logits.masked_fill(~self.valid[t], _NEG)
+        logits = torch.einsum("tbh,tch->tbc", h, self.head_weight) + self.head_bias[:, None, :]
+        return logits.masked_fill(~self.valid[:, None, :], _NEG)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``n`` architectures. Returns choice indices [n, T] and their joint log-probabilities [n]."""
+        w_hh = self.lstm.weight_hh_l0.t()
+        # Input projection of every token at once: embedding @ W_ih + both biases.
+        table = torch.addmm(self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0, self.embedding.weight,
+                            self.lstm.weight_ih_l0.t())
+        h = table.new_zeros(n, self.lstm.hidden_size)
+        c = torch.zeros_like(h)
+        token = torch.zeros(n, dtype=torch.long)
+        choices, logp = [], table.new_zeros(n)
+        for t in range(len(self.num_choices)):
+            i, f, g, o = torch.addmm(table.index_select(0, token), h, w_hh).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            log_probs = torch.log_softmax(self._logits(t, h), -1)
+            a = torch.multinomial(log_probs.exp(), 1, generator=generator)
+            logp += log_probs.gather(1, a).squeeze(1)
+            a = a.squeeze(1)
+            choices.append(a)
+            token = a + self.offsets[t]
+        return torch.stack(choices, 1), logp
+
+    def evaluate(self, choices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint log-probability [B] and summed per-decision entropy [B] of given architectures [B, T]."""
+        start = torch.zeros(choices.shape[0], 1, dtype=torch.long)
+        tokens = torch.cat([start, choices[:, :-1] + self.offsets[:-1]], 1)
+        h, _ = self.lstm(self.embedding(tokens.t()))  # [T, B, H]
+        log_probs = torch.log_softmax(self._logits(slice(None), h), -1)  # [T, B, C]
+        logp = log_probs.gather(2, choices.t().unsqueeze(2)).squeeze(2).sum(0)
+        entropy = -(log_probs.exp() * log_probs).sum(2).sum(0)
+        return logp, entropy
+
+
+def extract_reward(metric: Any, key: str = "default") -> float | None:
+    """The scalar reward in a final metric: the metric itself, or ``metric[key]`` (falling back to ``default``)."""
+    if isinstance(metric, dict):
+        metric = metric.get(key, metric.get("default"))
+    if isinstance(metric, bool) or not isinstance(metric, (int, float)) or not math.isfinite(metric):
+        return None
+    return float(metric)
+
+
+class PpoRnn(Strategy):
+    """PPO-trained RNN controller (NASNet/MnasNet) over the categorical decisions of any NNI model space.
+
+    Parameters
+    ----------
+    batch_size
+        Architectures (with their rewards) per PPO update.
+    ppo_epochs
+        Gradient steps over each minibatch (full batch per step).
+    clip
+        PPO clipping range of the probability ratio (of a whole architecture).
+    learning_rate, entropy_weight, baseline_decay
+        Adam learning rate, entropy bonus weight, decay of the moving-average baseline.
+    hidden_size, embedding_dim, init_range
+        LSTM width, token embedding width, uniform init range of every weight.
+    max_grad_norm
+        Optional gradient-norm clipping (None: off, as in the paper).
+    normalize_advantage
+        Divide the advantages of a minibatch by their standard deviation (off in the paper).
+    reward_key
+        Key of the reward when a trial's final metric is a dict.
+    failure_reward
+        Reward of a failed trial, a trial without a usable metric, or a sample the space rejects.
+    max_duplicate_resamples
+        An already-seen architecture is never retrained; it is resampled up to this many times in a row, then fed
+        to PPO with its known reward (no trial, no budget used).
+    stall_limit
+        Stop after this many duplicates in a row (the controller has converged or the space is exhausted).
+    seed
+        Seed of the controller's own generator (init, sampling). None: a random seed.
+    num_threads
+        torch threads for the controller's own (tiny) ops, restored afterwards; None leaves torch's setting.
+        One thread is fastest: on a busy machine extra threads only spin.
+    on_update
+        Called with the statistics dict after every update.
+    """
+
+    def __init__(self, *, batch_size: int = 20, ppo_epochs: int = 4, clip: float = 0.2,
+                 learning_rate: float = 0.00035, entropy_weight: float = 0.00001, baseline_decay: float = 0.95,
+                 hidden_size: int = 100, embedding_dim: int = 100, init_range: float = 0.1,
+                 max_grad_norm: float | None = None, normalize_advantage: bool = False,
+                 reward_key: str = "default", failure_reward: float = 0.0, max_duplicate_resamples: int = 10,
+                 stall_limit: int = 1000, seed: int | None = None, num_threads: int | None = 1,
+                 on_update: Callable[[dict], None] | None = None):
+        super().__init__()
+        if batch_size < 1 or ppo_epochs < 1 or clip <= 0 or learning_rate <= 0:
+            raise ConfigError("ppo_rnn: batch_size, ppo_epochs, clip and learning_rate must be positive")
+        if not 0 <= baseline_decay < 1:
+            raise ConfigError(f"ppo_rnn: baseline_decay must be in [0, 1), got {baseline_decay}")
+        self.batch_size, self.ppo_epochs, self.clip = batch_size, ppo_epochs, clip
+        self.learning_rate, self.entropy_weight, self.baseline_decay = learning_rate, entropy_weight, baseline_decay
+        self.hidden_size, self.embedding_dim, self.init_range = hidden_size, embedding_dim, init_range
+        self.max_grad_norm, self.normalize_advantage = max_grad_norm, normalize_advantage
+        self.reward_key, self.failure_reward = reward_key, failure_reward
+        self.max_duplicate_resamples, self.stall_limit = max_duplicate_resamples, stall_limit
+        self.seed = seed if seed is not None else int(torch.randint(2**31 - 1, ()).item())
+        self.num_threads = num_threads
+        self.on_update = on_update
+
+        self.update_stats: list[dict] = []
+        self.timing = {"sample_s": 0.0, "update_s": 0.0, "sampled": 0}  # the controller's own cost
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._decisions: list[tuple[str, list]] = []
+        self.controller: Controller | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._baseline: float | None = None
+        self._pool: tuple[torch.Tensor, torch.Tensor] | None = None  # drawn, not yet used: choices, log-probs
+        self._pool_pos = 0
+        self._batch: list[tuple[Key, float, float]] = []  # (architecture, old log-prob, reward)
+        self._history: dict[Key, float] = {}  # every finished architecture -> its reward
+        self._pending: dict[Key, list[float]] = {}  # running architecture -> log-probs waiting for its reward
+        self._running: dict[ExecutableModelSpace, Key] = {}
+        self._raw_metrics: dict[ExecutableModelSpace, Any] = {}
+        self._finished: collections.deque[tuple[Key, float]] = collections.deque()  # filled by engine callbacks
+        self._lock = threading.Lock()
+        self._dup_streak = 0  # duplicates drawn in a row since the last feed
+        self._stall = 0  # duplicates drawn in a row since the last new trial
+        # trials submitted, duplicates fed with their cached reward, duplicates dropped (resampled)
+        self.counters = {"trials": 0, "cached": 0, "dropped": 0}
+        self._deferred_state: dict | None = None
+
+    def extra_repr(self) -> str:
+        return (f"batch_size={self.batch_size}, ppo_epochs={self.ppo_epochs}, clip={self.clip}, "
+                f"learning_rate={self.learning_rate}, entropy_weight={self.entropy_weight}, seed={self.seed}")
+
+    # ----------------------------------------------------------------- NNI surface
+
+    def _initialize(self, model_space: ExecutableModelSpace, engine: ExecutionEngine) -> ExecutableModelSpace:
+        self._decisions = decisions_of(model_space)
+        self.controller = Controller([len(v) for _, v in self._decisions], self.hidden_size, self.embedding_dim,
+                                     self.init_range, self._generator)
+        self._optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.learning_rate)
+        engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_metric)
+        engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
+        if self._deferred_state is not None:
+            self.load_state_dict(self._deferred_state)
+        return model_space
+
+    def _cleanup(self) -> None:
+        self.engine.unregister_model_event_callback(ModelEventType.FinalMetric, self._on_metric)
+        self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
+
+    def _run(self) -> None:
+        space_size = math.prod(len(v) for _, v in self._decisions)
+        while True:
+            self._drain()
+            if len(self._history) + len(self._pending) >= space_size:
+                _logger.info("Every architecture of the space has been tried. Stop.")
+                break
+            if self._stall >= self.stall_limit:
+                _logger.warning("%d duplicates in a row: the controller has converged. Stop.", self._stall)
+                break
+            if not self.wait_for_resource():
+                break
+            self._step()
+        self.engine.wait_models(*list(self._running))
+        self._drain()
+
+    # ----------------------------------------------------------------- sampling
+
+    def _step(self) -> None:
+        """Draw one architecture: submit it, feed its known reward, or drop it as a duplicate."""
+        key, logp = self._next_candidate()
+        if key in self._history or key in self._pending:
+            self._stall += 1
+            self._dup_streak += 1
+            if self._dup_streak <= self.max_duplicate_resamples:
+                self.counters["dropped"] += 1
+                return
+            self._dup_streak = 0
+            self.counters["cached"] += 1
+            if key in self._history:
+                self._feed(key, logp, self._history[key])
+            else:
+                self._pending[key].append(logp)  # gets the reward of the running twin
+            return
+        self._dup_streak = self._stall = 0
+        try:
+            model = self.model_space.freeze(self.to_sample(key))
+        except SampleValidationError as err:
+            _logger.info("Sample rejected by the space (%s); reward %s.", err, self.failure_reward)
+            self._history[key] = self.failure_reward
+            self._feed(key, logp, self.failure_reward)
+            return
+        with self._lock:
+            self._pending[key] = [logp]
+            self._running[model] = key
+        self.counters["trials"] += 1
+        self.engine.submit_models(model)
+
+    def _next_candidate(self) -> tuple[Key, float]:
+        assert self.controller is not None
+        if self._pool is None or self._pool_pos >= len(self._pool[0]):
+            start = time.perf_counter()
+            with self._threads():
+                self._pool = self.controller.sample(self.batch_size, self._generator)
+            self._pool_pos = 0
+            self.timing["sample_s"] += time.perf_counter() - start
+        choices, logp = self._pool
+        i = self._pool_pos
+        self._pool_pos += 1
+        self.timing["sampled"] += 1
+        return tuple(choices[i].tolist()), float(logp[i])
+
+    def to_sample(self, key: Key) -> Sample:
+        """The NNI sample (label -> value) of an architecture given as choice indices."""
+        return {label: values[k] for (label, values), k in zip(self._decisions, key)}
+
+    # ----------------------------------------------------------------- results
+
+    def _on_metric(self, event: FinalMetricEvent) -> None:
+        with self._lock:
+            if event.model in self._running:
+                self._raw_metrics[event.model] = event.metric
+
+    def _on_end(self, event: TrainingEndEvent) -> None:
+        with self._lock:
+            key = self._running.pop(event.model, None)
+            if key is None:
+                return
+            raw = self._raw_metrics.pop(event.model, None)
+            reward = extract_reward(raw, self.reward_key) if event.status == ModelStatus.Trained else None
+            if reward is None:
+                _logger.info("Trial %s failed or reported no usable %r; reward %s.", key, self.reward_key,
+                             self.failure_reward)
+                reward = self.failure_reward
+            self._finished.append((key, reward))
+
+    def _drain(self) -> None:
+        """Move finished trials into the history and the PPO minibatch (main thread only)."""
+        while self._finished:
+            key, reward = self._finished.popleft()
+            with self._lock:
+                waiting = self._pending.pop(key, [])
+            self._history[key] = reward
+            for logp in waiting:
+                self._feed(key, logp, reward)
+
+    def _feed(self, key: Key, logp: float, reward: float) -> None:
+        self._batch.append((key, logp, reward))
+        if len(self._batch) >= self.batch_size:
+            batch, self._batch = self._batch[:self.batch_size], self._batch[self.batch_size:]
+            self._update(batch)
+
+    # ----------------------------------------------------------------- PPO
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        before = torch.get_num_threads()
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def _advantages(self, rewards: list[float]) -> torch.Tensor:
+        """reward - EMA baseline, the baseline moving after each sample (it starts at the first reward)."""
+        adv = []
+        for r in rewards:
+            if self._baseline is None:
+                self._baseline = r
+            adv.append(r - self._baseline)
+            self._baseline = self.baseline_decay * self._baseline + (1 - self.baseline_decay) * r
+        out = torch.tensor(adv)
+        if self.normalize_advantage and len(adv) > 1:
+            out = out / (out.std() + 1e-8)
+        return out
+
+    def _update(self, batch: list[tuple[Key, float, float]]) -> None:
+        start = time.perf_counter()
+        choices = torch.tensor([k for k, _, _ in batch])
+        old_logp = torch.tensor([lp for _, lp, _ in batch])
+        rewards = [r for _, _, r in batch]
+        adv = self._advantages(rewards)
+        with self._threads():
+            stats = self._ppo_epochs(choices, old_logp, adv)
+        stats = {"update": len(self.update_stats), "trials": self.counters["trials"],
+                 "reward_mean": sum(rewards) / len(rewards), "reward_max": max(rewards),
+                 "baseline": float(self._baseline), **stats}
+        self._pool = None  # the policy changed: draw fresh architectures
+        self.timing["update_s"] += time.perf_counter() - start
+        self.update_stats.append(stats)
+        _logger.info("[PPO update %d] %s", stats["update"], stats)
+        if self.on_update is not None:
+            self.on_update(stats)
+
+    def _ppo_epochs(self, choices: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor) -> dict:
+        """Clipped-surrogate steps on one minibatch; statistics are those of the last epoch, before its step."""
+        assert self.controller is not None and self._optimizer is not None
+        for _ in range(self.ppo_epochs):
+            logp, entropy = self.controller.evaluate(choices)
+            ratio = torch.exp(logp - old_logp)
+            surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv)
+            policy_loss = -surrogate.mean()
+            loss = policy_loss - self.entropy_weight * entropy.mean()
+            self._optimizer.zero_grad()
+            loss.backward()
+            if self.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self.controller.parameters(), self.max_grad_norm)
+            self._optimizer.step()
+        with torch.no_grad():
+            log_ratio = logp - old_logp
+            return {
+                "entropy": float(entropy.mean()),
+                "policy_loss": float(policy_loss),
+                "approx_kl": float(((ratio - 1) - log_ratio).mean()),
+                "clip_fraction": float(((ratio - 1).abs() > self.clip).float().mean()),
+            }
+
+    # ----------------------------------------------------------------- checkpoint
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue the search (loads with ``torch.load(weights_only=True)``)."""
+        if self.controller is None:
+            return {"seed": self.seed}
+        if self._running:
+            _logger.warning("%d running trials are not in the checkpoint; they will be sampled anew.",
+                            len(self._running))
+        pool = None if self._pool is None else (self._pool[0][self._pool_pos:], self._pool[1][self._pool_pos:])
+        return {
+            "seed": self.seed,
+            "decisions": [label for label, _ in self._decisions],
+            "controller": self.controller.state_dict(),
+            "optimizer": self._optimizer.state_dict(),
+            "baseline": self._baseline,
+            "rng": {"torch": self._generator.get_state()},
+            "pool": pool,
+            "batch": [(list(k), lp, r) for k, lp, r in self._batch],
+            "history": [(list(k), r) for k, r in self._history.items()],
+            "update_stats": [dict(s) for s in self.update_stats],
+            "counters": {**self.counters, "dup_streak": self._dup_streak, "stall": self._stall},
+            "timing": dict(self.timing),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a search. May be called before ``initialize`` (applied when the space is known)."""
+        if self.controller is None:
+            self._deferred_state = state_dict
+            return
+        self._deferred_state = None
+        if "controller" not in state_dict:
+            return
+        labels = [label for label, _ in self._decisions]
+        if state_dict["decisions"] != labels:
+            raise ConfigError("ppo_rnn: the checkpoint was made on a different search space (decisions differ)")
+        self.seed = state_dict["seed"]
+        self.controller.load_state_dict(state_dict["controller"])
+        self._optimizer.load_state_dict(state_dict["optimizer"])
+        self._baseline = state_dict["baseline"]
+        self._generator.set_state(state_dict["rng"]["torch"])
+        self._pool, self._pool_pos = state_dict["pool"], 0
+        self._batch = [(tuple(k), lp, r) for k, lp, r in state_dict["batch"]]
+        self._history = {tuple(k): r for k, r in state_dict["history"]}
+        self.update_stats = [dict(s) for s in state_dict["update_stats"]]
+        counters = dict(state_dict["counters"])
+        self._dup_streak, self._stall = counters.pop("dup_streak"), counters.pop("stall")
+        self.counters = counters
+        self.timing = dict(state_dict["timing"])
+
+    @property
+    def history(self) -> list[tuple[Sample, float]]:
+        """Every finished architecture (as an NNI sample) with its reward, in order of completion."""
+        return [(self.to_sample(k), r) for k, r in self._history.items()]
+
+
+def decisions_of(model_space: ExecutableModelSpace) -> list[tuple[str, list]]:
+    """(label, values) of each categorical decision, in declaration order; annotations are skipped."""
+    decisions = []
+    for label, mutable in model_space.simplify().items():
+        if isinstance(mutable, MutableAnnotation):
+            continue
+        if not isinstance(mutable, Categorical):
+            raise ConfigError(f"ppo_rnn supports categorical decisions only; {label!r} is {type(mutable).__name__}")
+        decisions.append((str(label), list(mutable.values)))
+    if not decisions:
+        raise ConfigError("ppo_rnn: the model space has no decisions to search")
+    return decisions

@@ -1,0 +1,215 @@
+"""PpoRnn on real NNI 3.0 runs: in-process sequential engine, toy model spaces, deterministic rewards."""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from pathlib import Path
+
+import nni
+import pytest
+import torch
+from hydra.utils import instantiate
+from nni.mutable import ensure_frozen
+from nni.nas.evaluator import FunctionalEvaluator
+from nni.nas.experiment import NasExperiment, NasExperimentConfig
+from nni.nas.nn.pytorch import ModelSpace
+from omegaconf import OmegaConf
+
+from mnas_nni.errors import ConfigError
+from strategies.ppo_rnn import Controller, PpoRnn
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "strategy"
+
+
+class GridSpace(ModelSpace):
+    """``n`` decisions ``d0..d{n-1}`` over ``0..k-1``; the frozen model keeps its sample."""
+
+    def __init__(self, n: int = 6, k: int = 4):
+        super().__init__()
+        self.sample = {f"d{i}": ensure_frozen(self.add_mutable(nni.choice(f"d{i}", list(range(k)))))
+                       for i in range(n)}
+
+    def forward(self, x):
+        return x
+
+
+class Recorder:
+    """Evaluator function: reward = mean choice / (k-1) (unique optimum: all k-1); logs every call."""
+
+    def __init__(self, k: int = 4, fail_on: dict | None = None, silent_on: dict | None = None):
+        self.k, self.fail_on, self.silent_on = k, fail_on, silent_on
+        self.calls: list[dict] = []
+
+    def __call__(self, model):
+        sample = dict(model.sample)
+        self.calls.append(sample)
+        if self.fail_on is not None and sample.items() >= self.fail_on.items():
+            raise RuntimeError("this architecture cannot be trained")
+        if self.silent_on is not None and sample.items() >= self.silent_on.items():
+            return  # trains, reports nothing
+        reward = sum(sample.values()) / (len(sample) * (self.k - 1))
+        nni.report_final_result({"default": reward, "reward": 2 * reward, "accuracy": reward, "latency_ms": 1.0})
+
+
+@pytest.fixture(autouse=True)
+def nni_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def run(strategy, recorder: Recorder, trials: int, tmp: Path, n: int = 6, k: int = 4,
+        continue_on_failure: bool = False) -> NasExperiment:
+    config = NasExperimentConfig("sequential", "simplified")
+    config.max_trial_number = trials
+    config.experiment_working_directory = str(tmp / "nni-experiments")
+    config.execution_engine.continue_on_failure = continue_on_failure
+    exp = NasExperiment(GridSpace(n, k), FunctionalEvaluator(recorder), strategy, config,
+                        id=uuid.uuid4().hex[:8])
+    assert exp.run(port=8090, wait_completion=True, debug=False) is not False
+    exp.stop()
+    return exp
+
+
+def test_sampled_log_probs_match_the_batched_update_pass():
+    g = torch.Generator().manual_seed(0)
+    net = Controller([3, 5, 2, 4], generator=g)
+    choices, logp = net.sample(64, g)
+    assert choices.shape == (64, 4)
+    assert all((choices[:, t] < n).all() for t, n in enumerate([3, 5, 2, 4]))
+    again, entropy = net.evaluate(choices)
+    torch.testing.assert_close(again, logp, rtol=1e-5, atol=1e-5)
+    assert (entropy > 0).all() and (entropy <= torch.tensor([3, 5, 2, 4]).log().sum() + 1e-5).all()
+    for p in net.parameters():
+        assert p.abs().max() <= 0.1
+
+
+def test_learns_a_toy_problem_with_a_clear_optimum(tmp_path):
+    recorder = Recorder()
+    # The paper's lr (3.5e-4) is for 8,000 samples; 200 toy trials need a larger step.
+    strategy = PpoRnn(batch_size=10, learning_rate=0.01, seed=0)
+    run(strategy, recorder, 200, tmp_path)
+    stats = strategy.update_stats
+    assert len(stats) >= 10
+    first, last = stats[0]["reward_mean"], stats[-1]["reward_mean"]
+    assert last > first + 0.25, (first, last)
+    assert stats[-1]["entropy"] < stats[0]["entropy"] / 2
+    assert max(r for _, r in strategy.history) == 1.0
+
+
+def test_without_learning_rate_it_does_not_learn(tmp_path):
+    """The learning assertion above can fail: a frozen controller stays near the random mean."""
+    strategy = PpoRnn(batch_size=10, learning_rate=1e-12, seed=0)
+    run(strategy, Recorder(), 100, tmp_path)
+    assert abs(strategy.update_stats[-1]["reward_mean"] - 0.5) < 0.15
+
+
+def test_duplicates_are_never_retrained_and_feed_their_cached_reward(tmp_path):
+    recorder = Recorder(k=3)
+    strategy = PpoRnn(batch_size=4, max_duplicate_resamples=2, seed=3)
+    run(strategy, recorder, 9, tmp_path, n=2, k=3)  # 9 architectures in the space
+    keys = [tuple(c.values()) for c in recorder.calls]
+    assert len(keys) == len(set(keys)) == strategy.counters["trials"]
+    assert strategy.counters["cached"] > 0
+    assert strategy.counters["dropped"] >= 2 * strategy.counters["cached"]
+    updates = len(strategy.update_stats)
+    assert updates * 4 + len(strategy._batch) == strategy.counters["trials"] + strategy.counters["cached"]
+
+
+def test_search_stops_when_the_space_is_exhausted(tmp_path):
+    recorder = Recorder(k=2)
+    strategy = PpoRnn(batch_size=2, seed=0)
+    run(strategy, recorder, 50, tmp_path, n=2, k=2)
+    assert sorted(tuple(c.values()) for c in recorder.calls) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_failed_and_silent_trials_get_the_failure_reward_and_the_search_goes_on(tmp_path):
+    recorder = Recorder(k=3, fail_on={"d0": 0}, silent_on={"d0": 1})
+    strategy = PpoRnn(batch_size=4, failure_reward=-1.0, seed=0)
+    run(strategy, recorder, 12, tmp_path, n=3, k=3, continue_on_failure=True)
+    assert strategy.counters["trials"] == len(recorder.calls) == 12
+    rewards = {tuple(s.values()): r for s, r in strategy.history}
+    assert any(key[0] == 0 for key in rewards) and any(key[0] == 1 for key in rewards)
+    for key, reward in rewards.items():
+        if key[0] in (0, 1):
+            assert reward == -1.0
+        else:
+            assert reward == sum(key) / 6
+
+
+def test_reward_key_selects_the_reward_from_a_dict_metric(tmp_path):
+    strategy = PpoRnn(batch_size=5, reward_key="reward", seed=0)
+    run(strategy, Recorder(), 10, tmp_path)
+    for sample, reward in strategy.history:
+        assert reward == pytest.approx(2 * sum(sample.values()) / 18)
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    kwargs = {"batch_size": 7, "learning_rate": 0.01, "seed": 11}  # 7 does not divide 30: a batch pends
+    whole = Recorder()
+    run(PpoRnn(**kwargs), whole, 60, tmp_path / "whole")
+
+    first, second = Recorder(), Recorder()
+    a = PpoRnn(**kwargs)
+    run(a, first, 30, tmp_path / "a")
+    assert a._batch, "the checkpoint should hold a pending batch"
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    b = PpoRnn(**kwargs)
+    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))  # before initialize: deferred
+    run(b, second, 30, tmp_path / "b")
+
+    assert first.calls + second.calls == whole.calls
+    assert len(b.update_stats) > len(a.update_stats)
+
+
+def test_load_state_dict_rejects_another_space(tmp_path):
+    a = PpoRnn(batch_size=4, seed=0)
+    run(a, Recorder(), 4, tmp_path / "a")
+    b = PpoRnn(batch_size=4, seed=0)
+    b.load_state_dict(a.state_dict())
+    config = NasExperimentConfig("sequential", "simplified")
+    config.max_trial_number = 2
+    config.experiment_working_directory = str(tmp_path / "nni-experiments")
+    exp = NasExperiment(GridSpace(5, 4), FunctionalEvaluator(Recorder()), b, config, id=uuid.uuid4().hex[:8])
+    with pytest.raises(ConfigError, match="different search space"):
+        exp.run(port=8090, wait_completion=True, debug=False)
+    exp.stop()
+
+
+def test_on_update_gets_the_statistics(tmp_path):
+    seen: list[dict] = []
+    strategy = PpoRnn(batch_size=5, learning_rate=0.01, seed=0, on_update=seen.append)
+    run(strategy, Recorder(), 20, tmp_path)
+    assert len(seen) == len(strategy.update_stats) == 4
+    assert [s["update"] for s in seen] == [0, 1, 2, 3]
+    keys = {"update", "trials", "reward_mean", "reward_max", "baseline", "entropy", "policy_loss", "approx_kl",
+            "clip_fraction"}
+    for s in seen:
+        assert keys <= s.keys()
+        assert 0 <= s["clip_fraction"] <= 1 and s["approx_kl"] >= -1e-6 and s["entropy"] > 0
+    assert seen[0]["trials"] == 5 and seen[-1]["trials"] == 20
+
+
+def test_yaml_has_every_argument_with_the_paper_values():
+    cfg = OmegaConf.load(CONF / "ppo_rnn.yaml")
+    params = set(inspect.signature(PpoRnn.__init__).parameters) - {"self"}
+    assert params == set(cfg) - {"_target_"}
+    strategy = instantiate(cfg)
+    assert isinstance(strategy, PpoRnn)
+    assert (strategy.batch_size, strategy.learning_rate, strategy.entropy_weight, strategy.baseline_decay,
+            strategy.hidden_size, strategy.init_range, strategy.clip) == (20, 0.00035, 0.00001, 0.95, 100, 0.1, 0.2)
+
+
+def test_non_categorical_decisions_are_rejected(tmp_path):
+    class Continuous(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            self.x = ensure_frozen(self.add_mutable(nni.uniform("x", 0, 1)))
+
+    config = NasExperimentConfig("sequential", "simplified")
+    config.max_trial_number = 1
+    config.experiment_working_directory = str(tmp_path / "nni-experiments")
+    exp = NasExperiment(Continuous(), FunctionalEvaluator(Recorder()), PpoRnn(), config, id=uuid.uuid4().hex[:8])
+    with pytest.raises(ConfigError, match="categorical"):
+        exp.run(port=8090, wait_completion=True, debug=False)
+    exp.stop()
