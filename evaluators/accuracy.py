@@ -217,6 +217,16 @@ class ClassificationModule(pl.LightningModule):
         }
 
 
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Proxy runs are short: with TF's 0.99 (PyTorch 0.01) the running statistics barely leave their
+    initial values in a few dozen steps, and validation in eval mode then scores at chance."""
+    if not 0.0 < momentum <= 1.0:
+        raise ConfigError(f"train.bn_momentum must lie in (0, 1] (PyTorch convention), got {momentum!r}")
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+
+
 @dataclass
 class ProxyResult:
     """Outcome of one proxy training: final validation top-1 in [0, 1], wall time of ``fit``, per-epoch log."""
@@ -271,6 +281,7 @@ def train_proxy(
     accelerator: str = "cpu",
     devices: int | str | list[int] = 1,
     seed: int = 0,
+    bn_momentum: float | None = None,
     logger: Logger | bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> ProxyResult:
@@ -281,6 +292,8 @@ def train_proxy(
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"train.epochs must be a positive integer, got {epochs!r}")
+    if bn_momentum is not None:
+        set_bn_momentum(model, bn_momentum)
     module = ClassificationModule(
         model,
         datamodule.num_classes,

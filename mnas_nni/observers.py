@@ -69,3 +69,15 @@ class ObserverGroup(SearchObserver):
 
     def close(self) -> None:
         self._each("close")
+
+
+class TrialLogObserver(SearchObserver):
+    """Appends each finished trial to `trials.jsonl` in the run directory (the search's durable record)."""
+
+    def __init__(self, path: Path):
+        from mnas_nni.records import TrialLog
+
+        self.log = TrialLog(path)
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        self.log.append(record)

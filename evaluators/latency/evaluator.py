@@ -89,7 +89,7 @@ class LatencyEvaluator:
         if result.cv > self.outlier_rel_tol:
             again = self.device.measure(onnx_path, shape)
             self.device_runs += 1
-            log.info("latency spread %.1f%% > %.1f%% on %s: re-measured (%.1f%%)",
+            log.debug("latency spread %.1f%% > %.1f%% on %s: re-measured (%.1f%%)",
                      100 * result.cv, 100 * self.outlier_rel_tol, self.device.name, 100 * again.cv)
             result = min(result, again, key=lambda r: r.cv)
         return result

@@ -40,6 +40,8 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) 
         model.eval()
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is chosen on purpose
+            # The pool shortcut's channel slice cannot be constant-folded; the exporter says so on every export.
+            warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1", category=UserWarning)
             torch.onnx.export(
                 model, (dummy,), tmp_name, dynamo=False, opset_version=ONNX_OPSET,
                 input_names=["input"], output_names=["output"], do_constant_folding=True,

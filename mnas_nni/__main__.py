@@ -1,0 +1,38 @@
+"""`python -m mnas_nni [overrides]`: run an MNAS search from the composed Hydra config in conf/."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from mnas_nni.errors import MnasNniError
+
+
+def config_dir() -> str:
+    """conf/ ships inside the wheel as mnas_nni/conf; an editable install reads the repository's conf/."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if (packaged / "config.yaml").is_file():
+        return str(packaged)
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def _main(cfg: DictConfig) -> None:
+    from mnas_nni.search import run_search
+
+    try:
+        run_search(cfg)
+    except MnasNniError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

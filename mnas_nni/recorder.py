@@ -1,0 +1,59 @@
+"""Turns NNI's model events into trial records, in completion order, for the observers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+from mnas_nni.observers import SearchObserver
+from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord
+
+
+class TrialRecorder:
+    """Engine callback target: one record per finished model, numbered from `first_trial`."""
+
+    def __init__(self, observer: SearchObserver, first_trial: int = 1, on_recorded=None):
+        self.observer = observer
+        self.next_trial = first_trial
+        self.on_recorded = on_recorded  # e.g. checkpoint the strategy
+        self._recorded: set[int] = set()
+        self._lock = threading.Lock()
+
+    def on_final_metric(self, event: Any) -> None:
+        metric = event.metric if isinstance(event.metric, dict) else {"default": event.metric}
+        self._record(event.model, metric)
+
+    def on_training_end(self, event: Any) -> None:
+        # A model that ended without a final metric: killed on timeout, crashed process, lost machine.
+        status = getattr(event.status, "value", str(event.status))
+        self._record(event.model, {"status": FAILED, "error": f"trial ended ({status}) without reporting a result"})
+
+    def _record(self, model: Any, metric: dict[str, Any]) -> None:
+        with self._lock:
+            if id(model) in self._recorded:
+                return
+            self._recorded.add(id(model))
+            record = TrialRecord(
+                trial=self.next_trial,
+                status=metric.get("status", SUCCEEDED),
+                arch=metric.get("arch"),
+                sample=dict(getattr(model, "sample", None) or {}),
+                accuracy=metric.get("accuracy"),
+                latency_ms=metric.get("latency_ms"),
+                reward=metric.get("default") if metric.get("status", SUCCEEDED) == SUCCEEDED else None,
+                params=metric.get("params"),
+                macs=metric.get("macs"),
+                train_seconds=float(metric.get("train_seconds") or 0.0),
+                measure_seconds=float(metric.get("measure_seconds") or 0.0),
+                duration_seconds=float(metric.get("duration_seconds") or 0.0),
+                error=metric.get("error"),
+                latency=metric.get("latency") or {},
+                history=metric.get("history") or [],
+                nni_trial_id=metric.get("nni_trial_id"),
+                finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            )
+            self.next_trial += 1
+        self.observer.on_trial_end(record)
+        if self.on_recorded is not None:
+            self.on_recorded(record)

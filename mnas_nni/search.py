@@ -1,0 +1,115 @@
+"""A search from a composed config: build the parts each config word names, run them through NNI, record."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, OmegaConf
+
+from mnas_nni import nni_adapter
+from mnas_nni.errors import ConfigError
+from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
+from mnas_nni.recorder import TrialRecorder
+from mnas_nni.records import TrialRecord, load_records
+from mnas_nni.trial import datamodule_for, evaluate_trial
+
+log = logging.getLogger(__name__)
+EXECUTIONS = ("sequential", "local", "remote")
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def check_search_settings(search: dict[str, Any]) -> None:
+    if search["execution"] not in EXECUTIONS:
+        raise ConfigError(f"search.execution={search['execution']!r} is unknown; use one of {', '.join(EXECUTIONS)}")
+    if not isinstance(search["max_trials"], int) or search["max_trials"] < 1:
+        raise ConfigError(f"search.max_trials must be a positive integer, got {search['max_trials']!r}")
+    if not isinstance(search["concurrency"], int) or search["concurrency"] < 1:
+        raise ConfigError(f"search.concurrency must be a positive integer, got {search['concurrency']!r}")
+
+
+def build_space(cfg: DictConfig, datamodule: Any):
+    overrides = {"resolution": int(datamodule.resolution)}
+    if cfg.search_space.get("num_classes") is None:
+        overrides["num_classes"] = int(datamodule.num_classes)
+    return hydra.utils.instantiate(cfg.search_space, **overrides)
+
+
+def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[SearchObserver] | None = None
+               ) -> list[TrialRecord]:
+    """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
+    run_dir = Path(run_dir or run_dir_of(cfg)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    search = resolved["search"]
+    check_search_settings(search)
+
+    # Fail on bad input before any training: reward settings, data folder, device, tracker.
+    reward = hydra.utils.instantiate(cfg.reward)
+    datamodule = datamodule_for(resolved["data"])
+    space = build_space(cfg, datamodule)
+    nni_adapter.import_strategies_quietly()
+    strategy = hydra.utils.instantiate(cfg.strategy)
+    device = hydra.utils.instantiate(cfg.device)
+    tracker = hydra.utils.instantiate(cfg.tracking)
+
+    from mnas_nni.console import ConsoleObserver
+
+    trial_log = run_dir / "trials.jsonl"
+    previous = load_records(trial_log)
+    group = ObserverGroup(TrialLogObserver(trial_log), ConsoleObserver(total=search["max_trials"], top_k=search["top_k"]),
+                          tracker, *(observers or []))
+    if hasattr(strategy, "on_update"):
+        strategy.on_update = lambda stats: group.on_controller_update(int(stats.get("update", 0)), stats)
+
+    group.on_search_start(SearchInfo(
+        run_dir=run_dir,
+        config=resolved,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        device=device.describe(),
+        strategy=cfg.strategy.get("_target_", "?"),
+        target_ms=reward.target_ms,
+        decisions={label: list(m.values) for label, m in space.simplify().items()},
+        resumed=bool(previous),
+    ))
+    recorder = TrialRecorder(group, first_trial=len(previous) + 1)
+
+    from nni.nas.evaluator import FunctionalEvaluator
+
+    evaluator = FunctionalEvaluator(
+        evaluate_trial,
+        data=resolved["data"],
+        train=resolved["train"],
+        device=resolved["device"],
+        reward=resolved["reward"],
+        latency=resolved["latency"],
+        seed=int(resolved["seed"]),
+        failure_reward=float(search["failure_reward"]),
+    )
+    config = nni_adapter.experiment_config(
+        search["execution"],
+        max_trials=search["max_trials"],
+        concurrency=search["concurrency"],
+        working_dir=str(run_dir / "nni"),
+        machines=search.get("machines"),
+        nni_manager_ip=search.get("nni_manager_ip"),
+    )
+    experiment = nni_adapter.make_experiment(space, evaluator, strategy, config,
+                                             recorder.on_final_metric, recorder.on_training_end)
+    nni_adapter.quiet_nni_console()
+    try:
+        experiment.run(port=int(search["port"]), wait_completion=True, debug=False)
+    finally:
+        records = load_records(trial_log)
+        group.on_search_end(records)
+        group.close()
+    return records

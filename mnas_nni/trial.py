@@ -1,0 +1,96 @@
+"""One trial: measure the sampled model's latency on the device, train it briefly for accuracy, score it.
+
+`evaluate_trial` is the function NNI's `FunctionalEvaluator` runs for every sampled model, in-process or in
+a training-service trial process. Its keyword arguments are plain dicts (they are serialized to reach a
+trial process). It reports one final metric dict: `default` (what strategies optimise, the MNAS reward),
+accuracy, latency, params, multiply-adds, timings and, on failure, the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import hydra.utils
+import nni
+from torch import nn
+
+from mnas_nni.errors import TrialError
+from mnas_nni.records import FAILED, SUCCEEDED
+
+_DATAMODULES: dict[str, Any] = {}  # one per data config and process: the data is loaded once
+
+
+def datamodule_for(data_cfg: dict[str, Any]) -> Any:
+    key = json.dumps(data_cfg, sort_keys=True, default=str)
+    if key not in _DATAMODULES:
+        _DATAMODULES[key] = hydra.utils.instantiate(data_cfg)
+    return _DATAMODULES[key]
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def run_trial(model: nn.Module, *, data: dict, train: dict, device: dict, reward: dict, latency: dict,
+              seed: int = 0) -> dict[str, Any]:
+    """Latency first (cheap, and a device fault then costs no training), then proxy training, then the reward."""
+    from evaluators.accuracy import train_proxy
+    from evaluators.latency import LatencyEvaluator
+    from search_spaces.profile import profile_model
+
+    arch = getattr(model, "arch", None)
+    if arch is None:
+        raise TrialError("the sampled model carries no architecture (.arch); use a search_spaces model space")
+    datamodule = datamodule_for(data)
+    resolution = int(datamodule.resolution)
+    profile = profile_model(model, resolution)
+
+    started = time.perf_counter()
+    evaluator = LatencyEvaluator(hydra.utils.instantiate(device), cache_path=latency.get("cache_path"),
+                                 lock_dir=latency["lock_dir"], outlier_rel_tol=latency["outlier_rel_tol"])
+    measured = evaluator.measure(model, arch.key, (1, 3, resolution, resolution))
+    measure_seconds = time.perf_counter() - started
+
+    proxy = train_proxy(model, datamodule, seed=seed, **train)
+    if not math.isfinite(proxy.accuracy):
+        raise TrialError(f"validation accuracy is {proxy.accuracy}; lower the learning rate")
+    score = hydra.utils.instantiate(reward)
+    return {
+        "default": score(proxy.accuracy, measured.median_ms),
+        "status": SUCCEEDED,
+        "accuracy": proxy.accuracy,
+        "latency_ms": measured.median_ms,
+        "latency": measured.to_dict(),
+        "params": profile.params,
+        "macs": profile.macs,
+        "train_seconds": proxy.seconds,
+        "measure_seconds": measure_seconds,
+        "history": proxy.history,
+        "arch": arch.to_dict(),
+    }
+
+
+def evaluate_trial(model: nn.Module, *, failure_reward: float = 0.0, **settings: Any) -> None:
+    """NNI entry point. A failing trial still reports its reason (and `failure_reward`), then re-raises so
+    NNI marks it failed; the search goes on."""
+    started = time.perf_counter()
+    try:
+        metric = run_trial(model, **settings)
+    except Exception as err:
+        arch = getattr(model, "arch", None)
+        nni.report_final_result({
+            "default": float(failure_reward),
+            "status": FAILED,
+            "error": one_line(err),
+            "arch": arch.to_dict() if arch is not None else None,
+            "duration_seconds": time.perf_counter() - started,
+            "nni_trial_id": nni.get_trial_id(),
+        })
+        raise
+    metric["duration_seconds"] = time.perf_counter() - started
+    metric["nni_trial_id"] = nni.get_trial_id()
+    nni.report_final_result(metric)
