@@ -64,31 +64,31 @@ class Controller(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -init_range, init_range, generator=generator)
 
-    def _logits(self, t: int | slice, h: torch.Tensor) -> torch.Tensor:
-        """Masked logits of decision(s) ``t`` for hidden state(s) ``h`` ([B, H] or [T, B, H])."""
-        if isinstance(t, int):
-            logits = torch.addmm(self.head_bias[t], h, self.head_weight[t].t())
-            return logits.masked_fill(~self.valid[t], _NEG)
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Masked logits [T, B, C] of every decision for hidden states ``h`` [T, B, H]."""
         logits = torch.einsum("tbh,tch->tbc", h, self.head_weight) + self.head_bias[:, None, :]
         return logits.masked_fill(~self.valid[:, None, :], _NEG)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` architectures. Returns choice indices [n, T] and their joint log-probabilities [n]."""
+        steps = len(self.num_choices)
         w_hh = self.lstm.weight_hh_l0.t()
         # Input projection of every token at once: embedding @ W_ih + both biases.
         table = torch.addmm(self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0, self.embedding.weight,
                             self.lstm.weight_ih_l0.t())
+        bias = self.head_bias.masked_fill(~self.valid, _NEG)
+        uniform = torch.rand(steps, n, 1, generator=generator)  # inverse-CDF sampling (multinomial is slow)
         h = table.new_zeros(n, self.lstm.hidden_size)
         c = torch.zeros_like(h)
         token = torch.zeros(n, dtype=torch.long)
         choices, logp = [], table.new_zeros(n)
-        for t in range(len(self.num_choices)):
+        for t in range(steps):
             i, f, g, o = torch.addmm(table.index_select(0, token), h, w_hh).chunk(4, 1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
-            log_probs = torch.log_softmax(self._logits(t, h), -1)
-            a = torch.multinomial(log_probs.exp(), 1, generator=generator)
+            log_probs = torch.log_softmax(torch.addmm(bias[t], h, self.head_weight[t].t()), -1)
+            a = (log_probs.exp().cumsum(1) < uniform[t]).sum(1, keepdim=True).clamp_(max=self.num_choices[t] - 1)
             logp += log_probs.gather(1, a).squeeze(1)
             a = a.squeeze(1)
             choices.append(a)
@@ -100,7 +100,7 @@ class Controller(nn.Module):
         start = torch.zeros(choices.shape[0], 1, dtype=torch.long)
         tokens = torch.cat([start, choices[:, :-1] + self.offsets[:-1]], 1)
         h, _ = self.lstm(self.embedding(tokens.t()))  # [T, B, H]
-        log_probs = torch.log_softmax(self._logits(slice(None), h), -1)  # [T, B, C]
+        log_probs = torch.log_softmax(self._logits(h), -1)  # [T, B, C]
         logp = log_probs.gather(2, choices.t().unsqueeze(2)).squeeze(2).sum(0)
         entropy = -(log_probs.exp() * log_probs).sum(2).sum(0)
         return logp, entropy
