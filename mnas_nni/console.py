@@ -1,0 +1,112 @@
+"""What a person watching the terminal sees: a progress bar of trials, then the top-k table.
+
+On a non-TTY stdout (CI logs, `| tee`) the bar stays off and only the final table is printed.
+"""
+
+from __future__ import annotations
+
+import atexit
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mnas_nni.observers import SearchInfo, SearchObserver
+from mnas_nni.records import TrialRecord, top_k
+
+OP_CODES = {"conv": "C", "dsconv": "DS", "mbconv": "MB"}
+LEGEND = ("MB6k5x3:40 = MBConv expand 6, 5x5 kernel, 3 layers, 40 filters; DS depthwise-separable, C conv; "
+          "+SE squeeze-excite; -ns no skip, +pool pooling skip")
+
+
+def abbreviate_block(text: str) -> str:
+    """'r3_k5_s22_e6_i40_o80_se0.25' -> 'MB6k5x3:80+SE' (the block string stays the full record)."""
+    from search_spaces.block_string import decode_block
+
+    try:
+        block = decode_block(text)
+    except ValueError:
+        return text
+    op = OP_CODES[block.op] + (str(block.expand) if block.op == "mbconv" else "")
+    short = f"{op}k{block.kernel}x{block.repeats}:{block.out_filters}"
+    if block.se_ratio > 0:
+        short += "+SE"
+    return short + {"identity": "", "none": "-ns", "pool": "+pool"}[block.skip]
+
+
+def topk_rich_table(records: list[TrialRecord], k: int) -> Table:
+    table = Table(title=f"Top {k} architectures by reward", caption=LEGEND, caption_justify="left")
+    for name in ("trial", "reward", "accuracy", "latency ms", "params M", "MACs M"):
+        table.add_column(name, justify="right")
+    table.add_column("blocks")
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for r in top_k(records, k):
+        blocks = " ".join(abbreviate_block(b) for b in (r.arch or {}).get("blocks", []))
+        table.add_row(str(r.trial), fmt(r.reward, ".4f"), fmt(r.accuracy, ".4f"), fmt(r.latency_ms, ".2f"),
+                      fmt(None if r.params is None else r.params / 1e6, ".2f"),
+                      fmt(None if r.macs is None else r.macs / 1e6, ".1f"), blocks)
+    return table
+
+
+def _default_console() -> Console:
+    console = Console()
+    # Piped output has no width; 80 columns would fold every row of the table.
+    return console if console.is_terminal else Console(width=200)
+
+
+class ConsoleObserver(SearchObserver):
+    """Progress of the search on the terminal; the runner builds it as ConsoleObserver(total=max_trials, top_k=k)."""
+
+
+    def __init__(self, total: int, top_k: int = 5, console: Console | None = None):
+        self.total = total
+        self.top_k = top_k
+        self.console = console or _default_console()
+        self.done = self.failed = 0
+        self.best: float | None = None
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    @property
+    def description(self) -> str:
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        return f"trials: {self.done} ok, {self.failed} failed, best reward {best}"
+
+    def on_search_start(self, info: SearchInfo) -> None:
+        if not self.console.is_terminal:
+            return
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=False)
+        self.progress.start()
+        # If a later observer refuses to start (the tracker's server is down), nobody calls close():
+        # still give the terminal back (cursor, line) when the process exits.
+        atexit.register(self._stop)
+        self.task = self.progress.add_task(self.description, total=self.total)
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        if record.ok:
+            self.done += 1
+            if record.reward is not None and (self.best is None or record.reward > self.best):
+                self.best = record.reward
+        else:
+            self.failed += 1
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, advance=1, description=self.description)
+
+    def on_search_end(self, records: list[TrialRecord]) -> None:
+        self._stop()
+        failed = sum(not r.ok for r in records)
+        self.console.print(f"{len(records)} trials, {failed} failed")
+        if any(r.ok for r in records):
+            self.console.print(topk_rich_table(records, self.top_k))
+
+    def close(self) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
