@@ -30,12 +30,21 @@ def import_strategies_quietly() -> None:
 
 
 def quiet_nni_console() -> None:
-    """NNI's experiment logging prints INFO lines for every trial to the console; our progress bar and the
-    experiment log file (under the run directory) already carry them."""
+    """NNI prints INFO lines for every step to the console, through its own handler and again through the
+    root logger's; our progress bar shows progress, and the experiment log file under the run directory
+    keeps them all. Console handlers get NNI's warnings and errors only."""
     import logging
 
-    for name in ("nni", "nni.nas", "nni.experiment", "nni.runtime"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    def console_handlers(logger: logging.Logger):
+        return [h for h in logger.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+    def drop_nni_info(record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("nni") and record.levelno < logging.WARNING)
+
+    for handler in console_handlers(logging.getLogger("nni")) + console_handlers(logging.getLogger()):
+        if drop_nni_info not in handler.filters:
+            handler.addFilter(drop_nni_info)
 
 
 def experiment_config(execution: str, *, max_trials: int, concurrency: int, working_dir: str, port: int | None = None,
@@ -80,6 +89,10 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
     NNI canonicalises a dict final metric to its `default` float before strategies see `model.metric`;
     the raw dict (accuracy, latency, ...) is only on the `FinalMetricEvent`. Callbacks registered on the
     engine right after it is created run before the strategy's own.
+
+    The training-service engine holds submitted models by weak reference and silently drops the metric and
+    trial-end events of a model nobody references any more - NNI's own Random strategy keeps none - so
+    we keep a strong reference to every submitted model.
     """
     from nni.nas.execution.event import ModelEventType
     from nni.nas.experiment import NasExperiment
@@ -89,6 +102,32 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
             engine = super().execution_engine_factory(config)
             engine.register_model_event_callback(ModelEventType.FinalMetric, on_final_metric)
             engine.register_model_event_callback(ModelEventType.TrainingEnd, on_training_end)
+            submitted: list = []
+            submit = engine.submit_models
+
+            def submit_and_keep(*models):
+                submitted.extend(models)
+                return submit(*models)
+
+            engine.submit_models = submit_and_keep
             return engine
 
     return RecordingExperiment(space, evaluator, strategy, config, id=experiment_id)
+
+
+def load_json_without_comment_stripping() -> None:
+    """`nni.load` strips `//...` as comments by default (json_tricks), so any message carrying a URL or a
+    `sqlite:///` path - e.g. the training service's trial-end command with a `file://` log path - fails to
+    decode, and the strategy waits forever. NNI's own messages are plain JSON: load them as such."""
+    import nni
+    from nni.common import serializer
+
+    if getattr(nni.load, "_keeps_comments", False):
+        return
+
+    def load(string=None, *, fp=None, preserve_order=False, ignore_comments=False, **kwargs):
+        return serializer.load(string, fp=fp, preserve_order=preserve_order, ignore_comments=ignore_comments,
+                               **kwargs)
+
+    load._keeps_comments = True  # type: ignore[attr-defined]
+    nni.load = load

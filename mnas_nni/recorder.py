@@ -18,16 +18,28 @@ class TrialRecorder:
         self.next_trial = first_trial
         self.on_recorded = on_recorded  # e.g. checkpoint the strategy
         self._recorded: set[int] = set()
+        self._ended_without_result: dict[int, tuple[Any, str]] = {}
         self._lock = threading.Lock()
 
     def on_final_metric(self, event: Any) -> None:
         metric = event.metric if isinstance(event.metric, dict) else {"default": event.metric}
+        with self._lock:
+            self._ended_without_result.pop(id(event.model), None)
         self._record(event.model, metric)
 
     def on_training_end(self, event: Any) -> None:
-        # A model that ended without a final metric: killed on timeout, crashed process, lost machine.
-        status = getattr(event.status, "value", str(event.status))
-        self._record(event.model, {"status": FAILED, "error": f"trial ended ({status}) without reporting a result"})
+        # The training service may deliver a trial's end before its final metric; hold it until the search ends.
+        with self._lock:
+            if id(event.model) not in self._recorded:
+                self._ended_without_result[id(event.model)] = (event.model, getattr(event.status, "value", event.status))
+
+    def flush(self) -> None:
+        """Record every model that ended and never reported (killed on timeout, crashed, machine lost) as failed."""
+        with self._lock:
+            pending = list(self._ended_without_result.values())
+            self._ended_without_result.clear()
+        for model, status in pending:
+            self._record(model, {"status": FAILED, "error": f"trial ended ({status}) without reporting a result"})
 
     def _record(self, model: Any, metric: dict[str, Any]) -> None:
         with self._lock:

@@ -41,7 +41,7 @@ def build_space(cfg: DictConfig, datamodule: Any):
     overrides = {"resolution": int(datamodule.resolution)}
     if cfg.search_space.get("num_classes") is None:
         overrides["num_classes"] = int(datamodule.num_classes)
-    return hydra.utils.instantiate(cfg.search_space, **overrides)
+    return hydra.utils.instantiate(cfg.search_space, _convert_="all", **overrides)  # plain lists: NNI traces them
 
 
 def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[SearchObserver] | None = None
@@ -58,7 +58,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     datamodule = datamodule_for(resolved["data"])
     space = build_space(cfg, datamodule)
     nni_adapter.import_strategies_quietly()
-    strategy = hydra.utils.instantiate(cfg.strategy)
+    strategy = hydra.utils.instantiate(cfg.strategy, _convert_="all")
     device = hydra.utils.instantiate(cfg.device)
     tracker = hydra.utils.instantiate(cfg.tracking)
 
@@ -106,9 +106,11 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     experiment = nni_adapter.make_experiment(space, evaluator, strategy, config,
                                              recorder.on_final_metric, recorder.on_training_end)
     nni_adapter.quiet_nni_console()
+    nni_adapter.load_json_without_comment_stripping()
     try:
         experiment.run(port=int(search["port"]), wait_completion=True, debug=False)
     finally:
+        recorder.flush()
         records = load_records(trial_log)
         group.on_search_end(records)
         group.close()

@@ -51,7 +51,8 @@ def run_trial(model: nn.Module, *, data: dict, train: dict, device: dict, reward
 
     started = time.perf_counter()
     evaluator = LatencyEvaluator(hydra.utils.instantiate(device), cache_path=latency.get("cache_path"),
-                                 lock_dir=latency["lock_dir"], outlier_rel_tol=latency["outlier_rel_tol"])
+                                 lock_dir=latency["lock_dir"], outlier_rel_tol=latency["outlier_rel_tol"],
+                                 interval_log=latency.get("interval_log"))
     measured = evaluator.measure(model, arch.key, (1, 3, resolution, resolution))
     measure_seconds = time.perf_counter() - started
 
