@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 
 from mnas_nni import nni_adapter
 from mnas_nni.errors import ConfigError
+from mnas_nni.instantiate import instantiate
 from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records
@@ -41,7 +41,7 @@ def build_space(cfg: DictConfig, datamodule: Any):
     overrides = {"resolution": int(datamodule.resolution)}
     if cfg.search_space.get("num_classes") is None:
         overrides["num_classes"] = int(datamodule.num_classes)
-    return hydra.utils.instantiate(cfg.search_space, _convert_="all", **overrides)  # plain lists: NNI traces them
+    return instantiate(cfg.search_space, "search_space", _convert_="all", **overrides)  # plain lists: NNI traces them
 
 
 def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[SearchObserver] | None = None
@@ -54,13 +54,13 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     check_search_settings(search)
 
     # Fail on bad input before any training: reward settings, data folder, device, tracker.
-    reward = hydra.utils.instantiate(cfg.reward)
+    reward = instantiate(cfg.reward, "reward")
     datamodule = datamodule_for(resolved["data"])
     space = build_space(cfg, datamodule)
     nni_adapter.import_strategies_quietly()
-    strategy = hydra.utils.instantiate(cfg.strategy, _convert_="all")
-    device = hydra.utils.instantiate(cfg.device)
-    tracker = hydra.utils.instantiate(cfg.tracking)
+    strategy = instantiate(cfg.strategy, "strategy", _convert_="all")
+    device = instantiate(cfg.device, "device")
+    tracker = instantiate(cfg.tracking, "tracking")
 
     from mnas_nni.console import ConsoleObserver
 

@@ -13,11 +13,11 @@ import math
 import time
 from typing import Any
 
-import hydra.utils
 import nni
 from torch import nn
 
 from mnas_nni.errors import TrialError
+from mnas_nni.instantiate import instantiate
 from mnas_nni.records import FAILED, SUCCEEDED
 
 _DATAMODULES: dict[str, Any] = {}  # one per data config and process: the data is loaded once
@@ -26,7 +26,7 @@ _DATAMODULES: dict[str, Any] = {}  # one per data config and process: the data i
 def datamodule_for(data_cfg: dict[str, Any]) -> Any:
     key = json.dumps(data_cfg, sort_keys=True, default=str)
     if key not in _DATAMODULES:
-        _DATAMODULES[key] = hydra.utils.instantiate(data_cfg)
+        _DATAMODULES[key] = instantiate(data_cfg, "data")
     return _DATAMODULES[key]
 
 
@@ -50,7 +50,7 @@ def run_trial(model: nn.Module, *, data: dict, train: dict, device: dict, reward
     profile = profile_model(model, resolution)
 
     started = time.perf_counter()
-    evaluator = LatencyEvaluator(hydra.utils.instantiate(device), cache_path=latency.get("cache_path"),
+    evaluator = LatencyEvaluator(instantiate(device, "device"), cache_path=latency.get("cache_path"),
                                  lock_dir=latency["lock_dir"], outlier_rel_tol=latency["outlier_rel_tol"],
                                  interval_log=latency.get("interval_log"))
     measured = evaluator.measure(model, arch.key, (1, 3, resolution, resolution))
@@ -59,7 +59,7 @@ def run_trial(model: nn.Module, *, data: dict, train: dict, device: dict, reward
     proxy = train_proxy(model, datamodule, seed=seed, **train)
     if not math.isfinite(proxy.accuracy):
         raise TrialError(f"validation accuracy is {proxy.accuracy}; lower the learning rate")
-    score = hydra.utils.instantiate(reward)
+    score = instantiate(reward, "reward")
     return {
         "default": score(proxy.accuracy, measured.median_ms),
         "status": SUCCEEDED,

@@ -1,0 +1,33 @@
+"""Run `python -m mnas_nni` as a user would, with settings that keep a trial to a few seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FAST = [
+    "tracking=none",
+    "train.epochs=1",
+    "train.limit_train_batches=3",
+    "train.limit_val_batches=2",
+    "device.runs=5",
+    "device.warmup=2",
+]
+
+
+def run_cli(tmp_path: Path, *overrides: str, fast: bool = True, timeout: float = 600, module: str = "mnas_nni",
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", module, *(FAST if fast else []),
+            f"latency.cache_path={tmp_path / 'latency.sqlite'}", f"latency.lock_dir={tmp_path / 'locks'}",
+            f"hydra.run.dir={run_dir}", *overrides]
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=environment)
+
+
+def read_trials(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "run" / "trials.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
