@@ -6,7 +6,22 @@ pytorch-lightning 2.x, which it predates.
 
 from __future__ import annotations
 
+import contextlib
+import getpass
+import json
+import logging
+import os
+import posixpath
+import re
+import shlex
+import socket
+import sys
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def silence_import_warnings() -> None:
@@ -64,16 +79,30 @@ def experiment_config(execution: str, *, max_trials: int, concurrency: int, work
     elif execution in ("local", "remote"):
         config = NasExperimentConfig("ts", "simplified", execution)
         config.trial_concurrency = concurrency
-        config.training_service.use_active_gpu = False if execution == "local" else None
-        if execution == "remote":
+        if execution == "local":
+            config.training_service.use_active_gpu = False  # RemoteConfig has no such field (assigning raises)
+        else:
             from nni.experiment.config import RemoteMachineConfig
 
+            # `machines` come from `prepare_remote`: checked over SSH, python_path = our python shim folder.
             config.training_service.machine_list = [RemoteMachineConfig(**m) for m in machines or []]
+            # reuse_mode=False selects NNI's v3 remote service (nni_node/training_service/remote_v3): one trial
+            # keeper daemon per machine that dials back to the manager's websocket. reuse_mode=True is the
+            # older TrialDispatcher path.
             config.training_service.reuse_mode = False
+            # The NAS trial command is `<this process's sys.executable> -m nni.nas.execution.training_service
+            # trial`, an absolute path that need not exist on a machine. `_trial_command_params` is NNI's own
+            # hook for the trial command's python: plain `python` resolves on every machine to the python
+            # shim, because NNI puts python_path first on PATH for the trial keeper and trials inherit it.
+            config._trial_command_params = {"python": "python"}
             if nni_manager_ip:
                 config.nni_manager_ip = nni_manager_ip
         if trial_code_directory:
-            config.trial_code_directory = trial_code_directory
+            # NNI copies the trial code directory to every machine (a tarball per experiment) and it defaults
+            # to the working directory - for us the repository with its virtual environment. The NAS config
+            # refuses any root `trial_code_directory` but the working directory (NasExperimentConfig.
+            # _canonicalize); the training service's own field is only filled from the root when unset.
+            config.training_service.trial_code_directory = trial_code_directory
     else:
         raise ValueError(f"unknown execution {execution!r}")
     config.max_trial_number = max_trials
@@ -83,7 +112,8 @@ def experiment_config(execution: str, *, max_trials: int, concurrency: int, work
     return config
 
 
-def make_experiment(space, evaluator, strategy, config, on_final_metric, on_training_end, experiment_id=None):
+def make_experiment(space, evaluator, strategy, config, on_final_metric, on_training_end, experiment_id=None,
+                    after_training_end=None):
     """A `NasExperiment` whose engine reports every trial's raw final metric and end to us first.
 
     NNI canonicalises a dict final metric to its `default` float before strategies see `model.metric`;
@@ -93,6 +123,10 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
     The training-service engine holds submitted models by weak reference and silently drops the metric and
     trial-end events of a model nobody references any more - NNI's own Random strategy keeps none - so
     we keep a strong reference to every submitted model.
+
+    NNI checkpoints the strategy only when an experiment starts and stops, so a killed search loses it.
+    `after_training_end` runs once every callback of a trial's end - the strategy's included - has run:
+    the place to checkpoint a strategy that has taken the result in.
     """
     from nni.nas.execution.event import ModelEventType
     from nni.nas.experiment import NasExperiment
@@ -110,9 +144,28 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
                 return submit(*models)
 
             engine.submit_models = submit_and_keep
+            if after_training_end is not None:
+                dispatch = engine.dispatch_model_event
+
+                def dispatch_then_checkpoint(event, **kwargs):
+                    dispatch(event, **kwargs)
+                    if getattr(event, "event_type", event) in (ModelEventType.TrainingEnd, "training_end"):
+                        after_training_end(self)
+
+                engine.dispatch_model_event = dispatch_then_checkpoint
             return engine
 
     return RecordingExperiment(space, evaluator, strategy, config, id=experiment_id)
+
+
+def run_or_resume(experiment, port: int, resume: bool) -> None:
+    """`NasExperiment.resume()` reloads the strategy and engine state from the experiment's checkpoint
+    directory; it needs the experiment in NNI's manifest (~/nni-experiments/.experiment), which a killed
+    search leaves there."""
+    if resume:
+        experiment.resume(port=port, wait_completion=True, debug=False)
+    else:
+        experiment.run(port=port, wait_completion=True, debug=False)
 
 
 def load_json_without_comment_stripping() -> None:
@@ -131,3 +184,305 @@ def load_json_without_comment_stripping() -> None:
 
     load._keeps_comments = True  # type: ignore[attr-defined]
     nni.load = load
+
+
+# --- remote execution: check the machines, then hand NNI what it can use -------------------------------------
+
+REMOTE_MACHINE_KEYS = ("host", "port", "user", "ssh_key_file", "python_path", "known_hosts", "strict_host_key")
+REMOTE_SSH_TIMEOUT_S = 10.0
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9_./+-]+")
+
+# Run on each machine by its python: what NNI's worker and our trials need there, and the way back to us.
+_REMOTE_CHECK = """\
+import json, os, socket, sys
+result = {"executable": sys.executable, "home": os.path.expanduser("~")}
+try:
+    import nni
+    result["nni"] = nni.__version__
+    import mnas_nni, mnas_nni.records  # noqa: F401 - the trial function lives in mnas_nni.trial
+except Exception as err:
+    result["import_error"] = (type(err).__name__ + ": " + str(err)).splitlines()[0]
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()
+except OSError as err:
+    result["manager_error"] = str(err) or type(err).__name__
+print(json.dumps(result))
+"""
+
+# NNI 3.0's remote worker (nni_node/training_service/remote_v3/worker.js, Worker.start) runs
+# `python -m pip install nni --upgrade` on every machine at every experiment start and aborts the start when
+# it fails: it reaches out to PyPI from the machine, may change the machine's environment, and costs 8 s
+# offline and over a minute where the network drops packets. NNI runs every command through `python` found
+# on a PATH that starts with the machine's python_path, so python_path points at a folder whose `python` is
+# this shim: it answers that one command and execs the configured interpreter for everything else.
+_PYTHON_SHIM = """\
+#!/bin/sh
+# Written by mnas-nni (mnas_nni/nni_adapter.py, prepare_remote): NNI's remote training service runs this as
+# `python`. NNI 3.0 runs `python -m pip install nni --upgrade` at every experiment start; that one command is
+# skipped (the environment is managed by its owner). Everything else runs the configured Python.
+if [ "$#" -eq 5 ] && [ "$1 $2 $3 $4 $5" = "-m pip install nni --upgrade" ]; then
+    echo "mnas-nni: skipped NNI's 'pip install nni --upgrade'"
+    exit 0
+fi
+exec {python} "$@"
+"""
+
+
+def prepare_remote(machines: list[dict] | None, *, nni_manager_ip: str | None, port: int,
+                   working_dir: str | Path) -> dict[str, Any]:
+    """Check every machine of `search.machines` over SSH before anything is trained, and return the remote
+    arguments of `experiment_config`: machines (NNI `RemoteMachineConfig` fields), nni_manager_ip and
+    trial_code_directory. Any problem is one `ConfigError`/`DeviceError` line naming the fix.
+
+    Checked per machine: the key logs in (NNI's ssh2 client would otherwise retry or hang with no clear
+    message), the host key is in known_hosts (NNI's ssh2 client checks no host key at all: it passes no
+    `hostVerifier`, so this check is the only one), the python runs and imports nni (same version as here) and
+    mnas_nni, and the machine reaches this one at nni_manager_ip:port (its trial keeper dials back there;
+    unset, NNI tells the machines `localhost`).
+    """
+    from mnas_nni.errors import ConfigError
+
+    if not machines:
+        raise ConfigError("search.execution=remote needs search.machines: "
+                          "[{host, port, user, ssh_key_file, python_path}]")
+    parsed = [_RemoteMachine.from_config(i, m) for i, m in enumerate(machines)]
+    if not nni_manager_ip:
+        if not all(m.host in _LOOPBACK for m in parsed):
+            raise ConfigError("search.nni_manager_ip is not set; set it to this machine's address as the remote "
+                              "machines see it (NNI would tell them to connect to localhost)")
+        nni_manager_ip = "127.0.0.1"
+    paramiko_log = logging.getLogger("paramiko")
+    level = paramiko_log.level
+    paramiko_log.setLevel(logging.WARNING)  # its INFO lines (connected, authenticated) would reach the console
+    try:
+        with _listening(port):
+            nni_machines = [machine.check(nni_manager_ip, port) for machine in parsed]
+    finally:
+        paramiko_log.setLevel(level)
+    # NNI tars the trial code directory (default: the working directory, here the repository with its virtual
+    # environment, past NNI's 2000-file/300 MB limit) to every machine, and its tarball (common/tarball.js)
+    # fails on an empty one. Trials import mnas_nni from the machine's own install: one small file is enough.
+    code_dir = Path(working_dir) / "trial_code"
+    code_dir.mkdir(parents=True, exist_ok=True)
+    (code_dir / "README.txt").write_text("Trial code directory NNI copies to each remote machine; trials import "
+                                         "mnas_nni from the machine's own install.\n")
+    return {"machines": nni_machines, "nni_manager_ip": nni_manager_ip, "trial_code_directory": str(code_dir)}
+
+
+@contextlib.contextmanager
+def _listening(port: int):
+    """Listen on `port` (the manager's, not started yet) so the machines can show they reach it."""
+    from mnas_nni.errors import ConfigError
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind(("", port))
+        except OSError as err:
+            raise ConfigError(f"search.port={port} cannot be used on this machine ({err.strerror or err}); "
+                              "set search.port to a free port") from None
+        server.listen(64)
+        yield
+
+
+@dataclass
+class _RemoteMachine:
+    index: int
+    host: str
+    port: int
+    user: str
+    ssh_key_file: str
+    python_path: str | None
+    known_hosts: Path
+    strict_host_key: bool
+
+    @classmethod
+    def from_config(cls, index: int, config: Any) -> _RemoteMachine:
+        from mnas_nni.errors import ConfigError
+
+        where = f"search.machines[{index}]"
+        if not isinstance(config, dict) or not config.get("host"):
+            raise ConfigError(f"{where} must be a mapping with at least host and ssh_key_file, got {config!r}")
+        if "password" in config or "ssh_passphrase" in config:  # the value is never echoed
+            raise ConfigError(f"{where}: passwords and key passphrases are not supported (NNI shows them in its "
+                              "web UI and logs); use ssh_key_file with a key that has no passphrase")
+        unknown = sorted(set(config) - set(REMOTE_MACHINE_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; use {', '.join(REMOTE_MACHINE_KEYS)}")
+        if not config.get("ssh_key_file"):
+            raise ConfigError(f"{where}.ssh_key_file is not set; NNI's remote service logs in with a key file")
+        key_file = Path(str(config["ssh_key_file"])).expanduser().resolve()
+        if not key_file.is_file():
+            raise ConfigError(f"{where}.ssh_key_file {key_file} not found; set it to your private key "
+                              "(e.g. ~/.ssh/id_ed25519)")
+        try:
+            port = int(config.get("port") or 22)
+        except (TypeError, ValueError):
+            port = 0
+        if not 0 < port < 65536:
+            raise ConfigError(f"{where}.port must be a TCP port, got {config.get('port')!r}")
+        return cls(index=index, host=str(config["host"]), port=port, user=str(config.get("user") or getpass.getuser()),
+                   ssh_key_file=str(key_file), python_path=config.get("python_path"),
+                   known_hosts=Path(str(config.get("known_hosts") or "~/.ssh/known_hosts")).expanduser(),
+                   strict_host_key=bool(config.get("strict_host_key", True)))
+
+    @property
+    def name(self) -> str:
+        return f"search.machines[{self.index}] ({self.user}@{self.host}:{self.port})"
+
+    def check(self, manager_ip: str, manager_port: int) -> dict[str, Any]:
+        """Probe the machine and install the python shim; return its `RemoteMachineConfig` fields."""
+        client = self._connect()
+        try:
+            python = self._python(client)
+            info = self._run_check(client, python, manager_ip, manager_port)
+            shim_dir = self._install_shim(client, info["home"], info["executable"])
+        finally:
+            client.close()
+        return {"host": self.host, "port": self.port, "user": self.user, "ssh_key_file": self.ssh_key_file,
+                "python_path": shim_dir}
+
+    def _connect(self):
+        import paramiko
+
+        from mnas_nni.errors import ConfigError, DeviceError
+
+        class UnknownHostKey(paramiko.SSHException):
+            def __init__(self, key: paramiko.PKey) -> None:
+                super().__init__("unknown host key")
+                self.key = key
+
+        class RejectUnknown(paramiko.MissingHostKeyPolicy):
+            def missing_host_key(self, client, hostname, key):
+                raise UnknownHostKey(key)
+
+        name = self.name
+
+        class AcceptWithWarning(paramiko.MissingHostKeyPolicy):  # strict_host_key=False: never saved, loudly
+            def missing_host_key(self, client, hostname, key):
+                log.warning("%s: strict_host_key=False, accepting unverified host key %s", name, _fingerprint(key))
+
+        client = paramiko.SSHClient()
+        if self.known_hosts.is_file():
+            client.load_system_host_keys(str(self.known_hosts))  # read-only: never written back
+        client.set_missing_host_key_policy(RejectUnknown() if self.strict_host_key else AcceptWithWarning())
+        timeout = REMOTE_SSH_TIMEOUT_S
+        try:
+            client.connect(hostname=self.host, port=self.port, username=self.user, key_filename=self.ssh_key_file,
+                           look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,
+                           auth_timeout=timeout)
+            return client
+        except UnknownHostKey as err:
+            message = (f"host key {_fingerprint(err.key)} is not in {self.known_hosts}; verify it, then add it "
+                       f"with `ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}` (NNI itself checks "
+                       "no host key)")
+        except paramiko.BadHostKeyException as err:
+            message = (f"host key {_fingerprint(err.key)} does not match {self.known_hosts} (machine reinstalled "
+                       "or someone in between); if expected, replace its line there")
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise ConfigError(f"{self.name}: key file {self.ssh_key_file} needs a passphrase, which NNI's remote "
+                              "service cannot use; use a key without one") from None
+        except paramiko.AuthenticationException:
+            message = (f"key {self.ssh_key_file} refused for user {self.user}; add its public key to the "
+                       "machine's ~/.ssh/authorized_keys or fix user/ssh_key_file")
+        except TimeoutError:
+            message = (f"no SSH answer within {timeout:g}s; check the machine is on and reachable and "
+                       "host/port are right")
+        except paramiko.ssh_exception.NoValidConnectionsError:
+            message = "connection refused; check the machine is on, sshd runs there and host/port are right"
+        except (OSError, paramiko.SSHException, EOFError) as err:
+            message = f"cannot connect ({_one_line(err)}); check the machine, sshd there and host/port"
+        client.close()
+        raise DeviceError(f"{self.name}: {message}") from None
+
+    def _exec(self, client, argv: list[str], timeout_s: float = REMOTE_SSH_TIMEOUT_S) -> tuple[int, str, str]:
+        from mnas_nni.errors import DeviceError
+
+        try:
+            _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=timeout_s)
+            out = stdout.read().decode("utf-8", "replace")
+            err = stderr.read().decode("utf-8", "replace")
+            return stdout.channel.recv_exit_status(), out, err
+        except (TimeoutError, OSError, EOFError) as err:
+            raise DeviceError(f"{self.name}: `{argv[0]}` gave no answer within {timeout_s:g}s "
+                              f"({_one_line(err)})") from None
+
+    def _python(self, client) -> str:
+        """The machine's interpreter: python_path names it, or NNI-style the folder holding `python`; by
+        default this process's own path (the same environment at the same place, e.g. a shared install)."""
+        from mnas_nni.errors import ConfigError
+
+        wanted = str(self.python_path or sys.executable)
+        fix = (f"set search.machines[{self.index}].python_path to the machine's Python "
+               "(with nni and mnas-nni installed)")
+        for candidate in (wanted, posixpath.join(wanted, "python"), posixpath.join(wanted, "python3")):
+            status, _, _ = self._exec(client, ["test", "-f", candidate, "-a", "-x", candidate])
+            if status == 0:
+                return candidate
+        raise ConfigError(f"{self.name}: no Python at {wanted}; {fix}")
+
+    def _run_check(self, client, python: str, manager_ip: str, manager_port: int) -> dict[str, Any]:
+        import nni
+
+        from mnas_nni.errors import ConfigError, DeviceError
+
+        timeout = REMOTE_SSH_TIMEOUT_S / 2
+        status, out, err = self._exec(client, [python, "-c", _REMOTE_CHECK, manager_ip, str(manager_port),
+                                               f"{timeout:g}"], timeout_s=REMOTE_SSH_TIMEOUT_S * 3)
+        try:
+            info = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise DeviceError(f"{self.name}: {python} failed (exit {status}): {_last_line(err)}") from None
+        if "import_error" in info:
+            raise ConfigError(f"{self.name}: {python} cannot import what trials need ({info['import_error']}); "
+                              f"install nni=={nni.__version__} and mnas-nni for it or set "
+                              f"search.machines[{self.index}].python_path")
+        if info.get("nni") != nni.__version__:
+            raise ConfigError(f"{self.name}: nni {info.get('nni')} there, {nni.__version__} here; install "
+                              f"nni=={nni.__version__} for {python}")
+        if "manager_error" in info:
+            raise ConfigError(f"{self.name}: the machine cannot reach this one at {manager_ip}:{manager_port} "
+                              f"({info['manager_error']}); set search.nni_manager_ip to this machine's address "
+                              "as the machine sees it, and let search.port through the firewall")
+        return info
+
+    def _install_shim(self, client, home: str, python: str) -> str:
+        import hashlib
+        import io
+
+        from mnas_nni.errors import ConfigError, DeviceError
+
+        script = _PYTHON_SHIM.replace("{python}", shlex.quote(python))
+        shim_dir = posixpath.join(home, ".cache", "mnas-nni", "nni-python",
+                                  hashlib.sha256(script.encode()).hexdigest()[:12])
+        if not _SHELL_SAFE.fullmatch(shim_dir):  # NNI pastes python_path into shell commands unquoted
+            raise ConfigError(f"{self.name}: the remote home {home!r} has characters NNI cannot quote; "
+                              "use an account whose home path is plain")
+        status, _, err = self._exec(client, ["mkdir", "-p", "-m", "700", "--", shim_dir])
+        if status != 0:
+            raise DeviceError(f"{self.name}: cannot create {shim_dir} ({_last_line(err)})")
+        shim = posixpath.join(shim_dir, "python")
+        try:
+            with client.open_sftp() as sftp:
+                tmp = f"{shim}.{os.getpid()}.tmp"
+                sftp.putfo(io.BytesIO(script.encode()), tmp)
+                sftp.chmod(tmp, 0o755)
+                sftp.posix_rename(tmp, shim)  # atomic: a concurrent search never runs half a script
+        except (OSError, EOFError) as err:
+            raise DeviceError(f"{self.name}: cannot write {shim} ({_one_line(err)})") from None
+        return shim_dir
+
+
+def _fingerprint(key: Any) -> str:
+    return getattr(key, "fingerprint", None) or f"{key.get_name()} MD5:{key.get_fingerprint().hex()}"
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"

@@ -46,6 +46,8 @@ class TrialRecorder:
             if id(model) in self._recorded:
                 return
             self._recorded.add(id(model))
+            if metric.get("replayed_trial"):  # recorded before the search was killed; already in the log
+                return
             record = TrialRecord(
                 trial=self.next_trial,
                 status=metric.get("status", SUCCEEDED),

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnas_nni import nni_adapter
+from mnas_nni import nni_adapter, resume
 from mnas_nni.errors import ConfigError
 from mnas_nni.instantiate import instantiate
 from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
@@ -47,40 +47,56 @@ def build_space(cfg: DictConfig, datamodule: Any):
 def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[SearchObserver] | None = None
                ) -> list[TrialRecord]:
     """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
-    run_dir = Path(run_dir or run_dir_of(cfg)).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     search = resolved["search"]
     check_search_settings(search)
+    resume_state: dict[str, Any] = {}
+    if search.get("resume"):  # continue an earlier search in its own run directory
+        run_dir = resume.find_run_dir(search["resume"], Path.cwd() / "outputs")
+        resume_state = resume.read_state(run_dir)
+    run_dir = Path(run_dir or run_dir_of(cfg)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remote: dict[str, Any] = {}
+    if search["execution"] == "remote":  # an unreachable or refusing machine fails here, before anything else
+        remote = nni_adapter.prepare_remote(search.get("machines"), nni_manager_ip=search.get("nni_manager_ip"),
+                                            port=int(search["port"]), working_dir=run_dir / "nni")
 
     # Fail on bad input before any training: reward settings, data folder, device, tracker.
     reward = instantiate(cfg.reward, "reward")
     datamodule = datamodule_for(resolved["data"])
     space = build_space(cfg, datamodule)
+    resolved["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
     nni_adapter.import_strategies_quietly()
     strategy = instantiate(cfg.strategy, "strategy", _convert_="all")
     device = instantiate(cfg.device, "device")
+    device_info = device.describe()  # reaches the device once: unreachable, key refused, no phone -> one line
     tracker = instantiate(cfg.tracking, "tracking")
 
     from mnas_nni.console import ConsoleObserver
 
     trial_log = run_dir / "trials.jsonl"
     previous = load_records(trial_log)
-    group = ObserverGroup(TrialLogObserver(trial_log), ConsoleObserver(total=search["max_trials"], top_k=search["top_k"]),
-                          tracker, *(observers or []))
+    # The tracker starts first: a server that is down stops the search before the console shows anything.
+    group = ObserverGroup(tracker, TrialLogObserver(trial_log),
+                          ConsoleObserver(total=search["max_trials"], top_k=search["top_k"]), *(observers or []))
     if hasattr(strategy, "on_update"):
         strategy.on_update = lambda stats: group.on_controller_update(int(stats.get("update", 0)), stats)
 
-    group.on_search_start(SearchInfo(
+    start = SearchInfo(
         run_dir=run_dir,
         config=resolved,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        device=device.describe(),
+        device=device_info,
         strategy=cfg.strategy.get("_target_", "?"),
         target_ms=reward.target_ms,
         decisions={label: list(m.values) for label, m in space.simplify().items()},
         resumed=bool(previous),
-    ))
+    )
+    try:
+        group.on_search_start(start)
+    except BaseException:
+        group.close()
+        raise
     recorder = TrialRecorder(group, first_trial=len(previous) + 1)
 
     from nni.nas.evaluator import FunctionalEvaluator
@@ -94,21 +110,29 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
         latency=resolved["latency"],
         seed=int(resolved["seed"]),
         failure_reward=float(search["failure_reward"]),
+        timeout_s=search["trial_timeout_s"],
+        replay=resume.replay_table(trial_log, resume_state.get("checkpointed_trials", 0)) if resume_state else None,
     )
     config = nni_adapter.experiment_config(
         search["execution"],
         max_trials=search["max_trials"],
         concurrency=search["concurrency"],
         working_dir=str(run_dir / "nni"),
-        machines=search.get("machines"),
-        nni_manager_ip=search.get("nni_manager_ip"),
+        **remote,
     )
-    experiment = nni_adapter.make_experiment(space, evaluator, strategy, config,
-                                             recorder.on_final_metric, recorder.on_training_end)
+
+    def checkpoint(experiment: Any) -> None:
+        experiment.save_checkpoint()
+        resume.write_state(run_dir, experiment.id, recorder.next_trial - 1)
+
+    experiment = nni_adapter.make_experiment(space, evaluator, strategy, config, recorder.on_final_metric,
+                                             recorder.on_training_end, experiment_id=resume_state.get("experiment_id"),
+                                             after_training_end=checkpoint)
+    resume.write_state(run_dir, experiment.id, resume_state.get("checkpointed_trials", 0))
     nni_adapter.quiet_nni_console()
     nni_adapter.load_json_without_comment_stripping()
     try:
-        experiment.run(port=int(search["port"]), wait_completion=True, debug=False)
+        nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(resume_state))
     finally:
         recorder.flush()
         records = load_records(trial_log)

@@ -9,17 +9,22 @@ accuracy, latency, params, multiply-adds, timings and, on failure, the reason.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import signal
+import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import nni
 from torch import nn
 
-from mnas_nni.errors import TrialError
+from mnas_nni.errors import DeviceError, TrialError
 from mnas_nni.instantiate import instantiate
 from mnas_nni.records import FAILED, SUCCEEDED
 
+log = logging.getLogger(__name__)
 _DATAMODULES: dict[str, Any] = {}  # one per data config and process: the data is loaded once
 
 
@@ -33,6 +38,38 @@ def datamodule_for(data_cfg: dict[str, Any]) -> Any:
 def one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise TrialError in this (main) thread once `seconds` have passed. Trials run in the main thread of
+    the search process (sequential engine) or of their own trial process (training services)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TrialError(f"trial ran past search.trial_timeout_s={seconds:g} s and was stopped")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def measure_with_retries(evaluator: Any, model: nn.Module, arch_key: str, shape: tuple[int, ...], retries: int):
+    """A device that is briefly unreachable or slow gets `retries` more tries before the trial fails."""
+    for attempt in range(retries + 1):
+        try:
+            return evaluator.measure(model, arch_key, shape)
+        except DeviceError as err:
+            if attempt == retries:
+                raise type(err)(f"{err} (gave up after {retries + 1} attempts)") from None
+            log.warning("latency measurement failed (%s); retrying (%d/%d)", err, attempt + 1, retries)
+            time.sleep(min(2.0 ** attempt, 10.0))
 
 
 def run_trial(model: nn.Module, *, data: dict, train: dict, device: dict, reward: dict, latency: dict,
@@ -53,7 +90,8 @@ def run_trial(model: nn.Module, *, data: dict, train: dict, device: dict, reward
     evaluator = LatencyEvaluator(instantiate(device, "device"), cache_path=latency.get("cache_path"),
                                  lock_dir=latency["lock_dir"], outlier_rel_tol=latency["outlier_rel_tol"],
                                  interval_log=latency.get("interval_log"))
-    measured = evaluator.measure(model, arch.key, (1, 3, resolution, resolution))
+    measured = measure_with_retries(evaluator, model, arch.key, (1, 3, resolution, resolution),
+                                    int(latency.get("retries", 0)))
     measure_seconds = time.perf_counter() - started
 
     proxy = train_proxy(model, datamodule, seed=seed, **train)
@@ -75,12 +113,25 @@ def run_trial(model: nn.Module, *, data: dict, train: dict, device: dict, reward
     }
 
 
-def evaluate_trial(model: nn.Module, *, failure_reward: float = 0.0, **settings: Any) -> None:
+_REPLAYED: set[int] = set()
+
+
+def evaluate_trial(model: nn.Module, *, failure_reward: float = 0.0, timeout_s: float | None = None,
+                   replay: dict[str, dict] | None = None, **settings: Any) -> None:
     """NNI entry point. A failing trial still reports its reason (and `failure_reward`), then re-raises so
-    NNI marks it failed; the search goes on."""
+    NNI marks it failed; the search goes on. An architecture whose result a killed search recorded after its
+    last checkpoint (`replay`, see mnas_nni/resume.py) reports that result instead of training again."""
+    arch = getattr(model, "arch", None)
+    known = (replay or {}).get(json.dumps(arch.to_dict(), sort_keys=True)) if arch is not None else None
+    if known is not None and known["replayed_trial"] not in _REPLAYED:
+        _REPLAYED.add(known["replayed_trial"])
+        nni.report_final_result({**known, "default": known["default"] if known["default"] is not None
+                                 else float(failure_reward)})
+        return
     started = time.perf_counter()
     try:
-        metric = run_trial(model, **settings)
+        with deadline(timeout_s):
+            metric = run_trial(model, **settings)
     except Exception as err:
         arch = getattr(model, "arch", None)
         nni.report_final_result({

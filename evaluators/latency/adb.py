@@ -60,7 +60,15 @@ class AdbutilsTransport:
     def _client(self) -> Any:
         return self._adbutils.AdbClient()  # host/port from ANDROID_ADB_SERVER_HOST/PORT at call time
 
+    def _start_server_quietly(self) -> None:
+        # adbutils would start a missing adb server itself, letting it print "* daemon ..." lines to our stderr.
+        try:
+            subprocess.run([self._adbutils.adb_path(), "start-server"], capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            pass  # the client call below reports what is wrong
+
     def serials(self) -> list[str]:
+        self._start_server_quietly()
         try:
             return [d.serial for d in self._client().device_list() if d.serial]
         except (self._adbutils.AdbError, OSError, subprocess.SubprocessError) as exc:

@@ -1,0 +1,64 @@
+"""Resuming a killed search: where it was, which trials its strategy already knows, what to replay.
+
+After every finished trial the search checkpoints NNI's experiment (strategy + engine state) and writes
+`resume.json` in the run directory: the NNI experiment id and how many recorded trials the checkpoint
+covers. A trial recorded after the last checkpoint (killed in between) is not run again: when the
+resumed strategy proposes that architecture, its recorded result is replayed instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mnas_nni.errors import ResumeError
+from mnas_nni.records import TrialRecord, load_records
+
+STATE_FILE = "resume.json"
+
+
+def find_run_dir(value: Any, outputs: Path) -> Path:
+    """`true` picks the newest run under `outputs` that can be resumed; anything else is a run directory."""
+    if value is True or str(value).lower() == "true":
+        candidates = sorted(outputs.glob(f"**/{STATE_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise ResumeError(f"search.resume=true: no resumable search under {outputs}; "
+                              "give the run directory of an earlier search")
+        return candidates[-1].parent
+    run_dir = Path(str(value)).expanduser().resolve()
+    if not (run_dir / STATE_FILE).is_file():
+        raise ResumeError(f"search.resume={value}: no checkpoint ({STATE_FILE}) in that folder; "
+                          "give the run directory (outputs/<date>/<time>) of an earlier search")
+    return run_dir
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ResumeError(f"cannot read {run_dir / STATE_FILE} ({err}); the search cannot be resumed") from None
+
+
+def write_state(run_dir: Path, experiment_id: str, checkpointed_trials: int) -> None:
+    tmp = run_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps({"experiment_id": experiment_id, "checkpointed_trials": checkpointed_trials}))
+    os.replace(tmp, run_dir / STATE_FILE)
+
+
+def arch_key(arch: dict[str, Any] | None) -> str:
+    return json.dumps(arch, sort_keys=True)
+
+
+def replay_table(trial_log: Path, checkpointed_trials: int) -> dict[str, dict[str, Any]]:
+    """Results recorded after the last checkpoint, keyed by architecture, as the trial's final metric."""
+    return {arch_key(r.arch): metric_of(r) for r in load_records(trial_log)
+            if r.trial > checkpointed_trials and r.arch}
+
+
+def metric_of(record: TrialRecord) -> dict[str, Any]:
+    metric = {k: v for k, v in record.to_dict().items() if k not in ("trial", "sample", "reward", "finished_at")}
+    metric["default"] = record.reward if record.ok else None
+    metric["replayed_trial"] = record.trial
+    return metric
