@@ -70,8 +70,11 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log_file: Path) -> None:
 
 
 @contextmanager
-def running_sshd(workdir: Path, sshd: str | None = None) -> Iterator[SshdServer]:
-    """Start sshd on a free loopback port with fresh keys under ``workdir``; stop it on exit."""
+def running_sshd(workdir: Path, sshd: str | None = None, env: dict[str, str] | None = None
+                 ) -> Iterator[SshdServer]:
+    """Start sshd on a free loopback port with fresh keys under ``workdir``; stop it on exit.
+
+    ``env`` is set in every session (sshd's SetEnv), e.g. ``{"HOME": ...}`` to give the "remote" its own home."""
     sshd = sshd or find_sshd()
     if sshd is None:
         raise FileNotFoundError("no sshd binary; apt-get install -y openssh-server")
@@ -102,6 +105,7 @@ def running_sshd(workdir: Path, sshd: str | None = None) -> Iterator[SshdServer]
         "MaxStartups 20:30:60",
         "Subsystem sftp internal-sftp",
         "LogLevel VERBOSE",
+        *(f"SetEnv {name}={value}" for name, value in (env or {}).items()),
         "",
     ]))
     known_hosts = root / "known_hosts"

@@ -1,0 +1,184 @@
+"""search.execution=remote: NNI's remote training service over SSH, against a real sshd on 127.0.0.1.
+
+The "cluster" is one machine: tests/sshd.py's sshd with a generated key, whose sessions get their own HOME
+(remote_home) so everything NNI does on the machine (trial keeper, uploaded code, trial folders) is
+separate from the local side's HOME (local_home, where the manager and the CLI live).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sshd import SshdServer, find_sshd, running_sshd
+
+from mnas_nni import nni_adapter
+from mnas_nni.errors import ConfigError, DeviceError
+
+REPO = Path(__file__).resolve().parent.parent
+SEARCH_TIMEOUT_S = 240  # the run takes ~80 s on 2 shared cores: NNI start ~10 s, then ~30 s a trial
+FAST_DEMO = ["tracking=none", "strategy=random", "search.max_trials=2", "train.epochs=1",
+             "train.limit_train_batches=2", "train.limit_val_batches=2", "device.runs=5", "device.warmup=2"]
+
+
+class Cluster:
+    def __init__(self, server: SshdServer, root: Path) -> None:
+        self.server = server
+        self.root = root
+        self.remote_home = root / "remote_home"
+        self.local_home = root / "local_home"
+
+    def machine(self, **overrides: object) -> dict:
+        s = self.server
+        return {"host": s.host, "port": s.port, "user": s.user, "ssh_key_file": str(s.user_key),
+                "known_hosts": str(s.known_hosts), **overrides}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    sshd = find_sshd()
+    if sshd is None:
+        pytest.skip("OpenSSH server not installed (no /usr/sbin/sshd); apt-get install -y openssh-server")
+    root = tmp_path_factory.mktemp("cluster")
+    (root / "remote_home").mkdir()
+    (root / "local_home").mkdir()
+    with running_sshd(root, sshd, env={"HOME": str(root / "remote_home")}) as server:
+        yield Cluster(server, root)
+    _stop_trial_keepers(root / "remote_home")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def hydra_machine(machine: dict) -> str:
+    return "{" + ",".join(f"{k}:{v}" if isinstance(v, int) else f"{k}:'{v}'" for k, v in machine.items()) + "}"
+
+
+def run_cli(overrides: list[str], home: Path, timeout_s: float) -> subprocess.CompletedProcess:
+    """`python -m mnas_nni ...` in its own session; on timeout the whole session (NNI manager included) is killed."""
+    proc = subprocess.Popen([sys.executable, "-m", "mnas_nni", *overrides], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(home / ".mpl")})
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the CLI ran past {timeout_s}s\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _alive_trial_keepers(remote_home: Path) -> list[int]:
+    """Trial keeper daemons NNI started on the machine (pid files under its experiments folder) still running."""
+    alive = []
+    for pid_file in remote_home.glob("nni-experiments/*/environments/*/trial_keeper*/trial_keeper.pid"):
+        pid = int(pid_file.read_text())
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(pid_file.parent) in cmdline:
+            alive.append(pid)
+    return alive
+
+
+def _stop_trial_keepers(remote_home: Path) -> None:
+    for pid in _alive_trial_keepers(remote_home):
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_remote_search_runs_its_trials_on_the_machine(cluster: Cluster) -> None:
+    run_dir = cluster.root / "run"
+    started = time.monotonic()
+    result = run_cli([*FAST_DEMO, f"hydra.run.dir={run_dir}", "search.execution=remote", "search.concurrency=1",
+                      f"search.port={free_port()}", f"search.machines=[{hydra_machine(cluster.machine())}]"],
+                     cluster.local_home, SEARCH_TIMEOUT_S)
+    print(f"\nremote search: {time.monotonic() - started:.1f}s")
+    assert result.returncode == 0, f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-3000:]}"
+
+    records = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["succeeded", "succeeded"]
+    for record in records:
+        assert 0.0 <= record["accuracy"] <= 1.0 and record["latency_ms"] > 0 and record["reward"] is not None
+
+    # The trials ran through NNI's remote service: their folders are on the machine's side, named as recorded.
+    experiments = list((cluster.remote_home / "nni-experiments").iterdir())
+    assert len(experiments) == 1, experiments
+    env_dir = experiments[0] / "environments" / "remote-worker1"
+    trial_dirs = sorted(p for p in (env_dir / "trials").iterdir() if (p / "trial.log").is_file())
+    assert {p.name for p in trial_dirs} == {r["nni_trial_id"] for r in records}
+    assert (env_dir / "upload" / "trial_code" / "README.txt").is_file(), "the small trial code folder, not the repo"
+    assert "Accepted publickey for" in cluster.server.log_file.read_text()
+    manager_log = next(run_dir.glob("nni/*/log/nnimanager.log")).read_text()
+    assert "Remote training service started" in manager_log and "Installed nni v3.0" in manager_log
+    assert not _alive_trial_keepers(cluster.remote_home), "NNI left its trial keeper running on the machine"
+
+
+def test_unreachable_machine_fails_fast_with_one_line(cluster: Cluster) -> None:
+    machine = cluster.machine(port=free_port())
+    started = time.monotonic()
+    result = run_cli([*FAST_DEMO, f"hydra.run.dir={cluster.root / 'unreachable'}", "search.execution=remote",
+                      f"search.port={free_port()}", f"search.machines=[{hydra_machine(machine)}]"],
+                     cluster.local_home, 60)
+    elapsed = time.monotonic() - started
+    print(f"\nunreachable machine: exit {result.returncode} after {elapsed:.1f}s: {result.stderr.strip()}")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "connection refused" in lines[0] and "search.machines[0]" in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert elapsed < 20  # CLI start (imports) included; the probe itself returns at once
+    assert not (cluster.root / "unreachable" / "trials.jsonl").exists()
+
+
+def prepare(cluster: Cluster, tmp_path: Path, **overrides: object) -> dict:
+    return nni_adapter.prepare_remote([cluster.machine(**overrides)], nni_manager_ip=None, port=free_port(),
+                                      working_dir=tmp_path)
+
+
+def one_line(error: Exception) -> str:
+    text = str(error)
+    assert text and "\n" not in text, f"error message must be one line: {text!r}"
+    return text
+
+
+def test_refused_key_and_unknown_host_key_are_one_line_errors(cluster: Cluster, tmp_path: Path) -> None:
+    with pytest.raises(DeviceError) as refused:
+        prepare(cluster, tmp_path, ssh_key_file=str(cluster.server.other_key))
+    assert "refused" in one_line(refused.value) and "BEGIN" not in str(refused.value)
+    with pytest.raises(DeviceError) as unknown:
+        prepare(cluster, tmp_path, known_hosts=str(cluster.server.empty_known_hosts))
+    assert "is not in" in one_line(unknown.value) and "ssh-keyscan" in str(unknown.value)
+    with pytest.raises(ConfigError) as password:
+        prepare(cluster, tmp_path, password="hunter2")
+    assert "hunter2" not in one_line(password.value)
+    with pytest.raises(ConfigError) as python:
+        prepare(cluster, tmp_path, python_path="/nonexistent/bin")
+    assert "python_path" in one_line(python.value)
+
+
+def test_prepared_machine_runs_our_python_and_skips_nni_pip_upgrade(cluster: Cluster, tmp_path: Path) -> None:
+    settings = prepare(cluster, tmp_path)
+    assert settings["nni_manager_ip"] == "127.0.0.1"  # every machine is loopback: no address to guess
+    assert [p.name for p in Path(settings["trial_code_directory"]).iterdir()] == ["README.txt"]
+    (machine,) = settings["machines"]
+    assert set(machine) == {"host", "port", "user", "ssh_key_file", "python_path"}
+    shim = Path(machine["python_path"]) / "python"
+    assert shim.is_relative_to(cluster.remote_home)  # written on the machine, in its home
+    skipped = subprocess.run([shim, "-m", "pip", "install", "nni", "--upgrade"], check=False, capture_output=True,
+                             text=True, timeout=30)
+    assert skipped.returncode == 0 and "skipped" in skipped.stdout
+    ran = subprocess.run([shim, "-c", "import sys; print(sys.executable)"], check=True, capture_output=True, text=True,
+                         timeout=30)
+    assert ran.stdout.strip() == sys.executable
