@@ -147,7 +147,12 @@ class ArchSpec:
         path = Path(path)
         if not path.is_file():
             raise ArchitectureError(f"architecture file {path} not found; give a preset name or an existing JSON file")
-        return cls.from_json(path.read_text())
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArchitectureError(f"architecture file {path} is not JSON text; give a file written by ArchSpec.save "
+                                    "or `python -m mnas_nni.export`") from None
+        return cls.from_json(text)
 
 
 def block_to_dict(block: BlockSpec) -> dict[str, Any]:
