@@ -98,7 +98,7 @@ class OptunaStrategy(Strategy):
                 raise ConfigError(f"the Optuna bridge supports categorical decisions only; {label!r} is "
                                   f"{type(mutable).__name__}")
             values = list(mutable.values)
-            self._decisions.append((label, values, not all(isinstance(v, _PRIMITIVE) for v in values)))
+            self._decisions.append((str(label), values, not all(isinstance(v, _PRIMITIVE) for v in values)))
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_metric)
         engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
         if self._deferred_state is not None:

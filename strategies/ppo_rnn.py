@@ -40,6 +40,7 @@ _logger = logging.getLogger(__name__)
 _NEG = -1e9  # logit of a padded (non-existent) choice: probability exactly 0, entropy term exactly 0
 
 Key = tuple[int, ...]  # an architecture as its choice indices, in decision order
+LogProbs = tuple[float, ...]  # log-probability of each choice when it was sampled
 
 
 class Controller(nn.Module):
@@ -71,7 +72,7 @@ class Controller(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``n`` architectures. Returns choice indices [n, T] and their joint log-probabilities [n]."""
+        """Draw ``n`` architectures. Returns choice indices [n, T] and the log-probability of each choice [n, T]."""
         steps = len(self.num_choices)
         w_hh = self.lstm.weight_hh_l0.t()
         # Input projection of every token at once: embedding @ W_ih + both biases.
@@ -82,26 +83,26 @@ class Controller(nn.Module):
         h = table.new_zeros(n, self.lstm.hidden_size)
         c = torch.zeros_like(h)
         token = torch.zeros(n, dtype=torch.long)
-        choices, logp = [], table.new_zeros(n)
+        choices, logp = [], []
         for t in range(steps):
             i, f, g, o = torch.addmm(table.index_select(0, token), h, w_hh).chunk(4, 1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             log_probs = torch.log_softmax(torch.addmm(bias[t], h, self.head_weight[t].t()), -1)
             a = (log_probs.exp().cumsum(1) < uniform[t]).sum(1, keepdim=True).clamp_(max=self.num_choices[t] - 1)
-            logp += log_probs.gather(1, a).squeeze(1)
+            logp.append(log_probs.gather(1, a).squeeze(1))
             a = a.squeeze(1)
             choices.append(a)
             token = a + self.offsets[t]
-        return torch.stack(choices, 1), logp
+        return torch.stack(choices, 1), torch.stack(logp, 1)
 
     def evaluate(self, choices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint log-probability [B] and summed per-decision entropy [B] of given architectures [B, T]."""
+        """Log-probability of each choice [B, T] and summed per-decision entropy [B] of architectures [B, T]."""
         start = torch.zeros(choices.shape[0], 1, dtype=torch.long)
         tokens = torch.cat([start, choices[:, :-1] + self.offsets[:-1]], 1)
         h, _ = self.lstm(self.embedding(tokens.t()))  # [T, B, H]
         log_probs = torch.log_softmax(self._logits(h), -1)  # [T, B, C]
-        logp = log_probs.gather(2, choices.t().unsqueeze(2)).squeeze(2).sum(0)
+        logp = log_probs.gather(2, choices.t().unsqueeze(2)).squeeze(2).t()
         entropy = -(log_probs.exp() * log_probs).sum(2).sum(0)
         return logp, entropy
 
@@ -125,7 +126,10 @@ class PpoRnn(Strategy):
     ppo_epochs
         Gradient steps over each minibatch (full batch per step).
     clip
-        PPO clipping range of the probability ratio (of a whole architecture).
+        PPO clipping range of the probability ratio.
+    per_decision_ratio
+        Clip the ratio of each decision (each token is an action of the episode, as in PPO on any sequential
+        task; default) or of the whole architecture (the product over decisions, one action per episode).
     learning_rate, entropy_weight, baseline_decay
         Adam learning rate, entropy bonus weight, decay of the moving-average baseline.
     hidden_size, embedding_dim, init_range
@@ -153,6 +157,7 @@ class PpoRnn(Strategy):
     """
 
     def __init__(self, *, batch_size: int = 20, ppo_epochs: int = 4, clip: float = 0.2,
+                 per_decision_ratio: bool = True,
                  learning_rate: float = 0.00035, entropy_weight: float = 0.00001, baseline_decay: float = 0.95,
                  hidden_size: int = 100, embedding_dim: int = 100, init_range: float = 0.1,
                  max_grad_norm: float | None = None, normalize_advantage: bool = False,
@@ -165,6 +170,7 @@ class PpoRnn(Strategy):
         if not 0 <= baseline_decay < 1:
             raise ConfigError(f"ppo_rnn: baseline_decay must be in [0, 1), got {baseline_decay}")
         self.batch_size, self.ppo_epochs, self.clip = batch_size, ppo_epochs, clip
+        self.per_decision_ratio = per_decision_ratio
         self.learning_rate, self.entropy_weight, self.baseline_decay = learning_rate, entropy_weight, baseline_decay
         self.hidden_size, self.embedding_dim, self.init_range = hidden_size, embedding_dim, init_range
         self.max_grad_norm, self.normalize_advantage = max_grad_norm, normalize_advantage
@@ -183,9 +189,9 @@ class PpoRnn(Strategy):
         self._baseline: float | None = None
         self._pool: tuple[torch.Tensor, torch.Tensor] | None = None  # drawn, not yet used: choices, log-probs
         self._pool_pos = 0
-        self._batch: list[tuple[Key, float, float]] = []  # (architecture, old log-prob, reward)
+        self._batch: list[tuple[Key, LogProbs, float]] = []  # (architecture, old log-probs, reward)
         self._history: dict[Key, float] = {}  # every finished architecture -> its reward
-        self._pending: dict[Key, list[float]] = {}  # running architecture -> log-probs waiting for its reward
+        self._pending: dict[Key, list[LogProbs]] = {}  # running architecture -> log-probs waiting for its reward
         self._running: dict[ExecutableModelSpace, Key] = {}
         self._raw_metrics: dict[ExecutableModelSpace, Any] = {}
         self._finished: collections.deque[tuple[Key, float]] = collections.deque()  # filled by engine callbacks
@@ -265,7 +271,7 @@ class PpoRnn(Strategy):
         self.counters["trials"] += 1
         self.engine.submit_models(model)
 
-    def _next_candidate(self) -> tuple[Key, float]:
+    def _next_candidate(self) -> tuple[Key, LogProbs]:
         assert self.controller is not None
         if self._pool is None or self._pool_pos >= len(self._pool[0]):
             start = time.perf_counter()
@@ -277,7 +283,7 @@ class PpoRnn(Strategy):
         i = self._pool_pos
         self._pool_pos += 1
         self.timing["sampled"] += 1
-        return tuple(choices[i].tolist()), float(logp[i])
+        return tuple(choices[i].tolist()), tuple(logp[i].tolist())
 
     def to_sample(self, key: Key) -> Sample:
         """The NNI sample (label -> value) of an architecture given as choice indices."""
@@ -313,7 +319,7 @@ class PpoRnn(Strategy):
             for logp in waiting:
                 self._feed(key, logp, reward)
 
-    def _feed(self, key: Key, logp: float, reward: float) -> None:
+    def _feed(self, key: Key, logp: LogProbs, reward: float) -> None:
         self._batch.append((key, logp, reward))
         if len(self._batch) >= self.batch_size:
             batch, self._batch = self._batch[:self.batch_size], self._batch[self.batch_size:]
@@ -344,7 +350,7 @@ class PpoRnn(Strategy):
             out = out / (out.std() + 1e-8)
         return out
 
-    def _update(self, batch: list[tuple[Key, float, float]]) -> None:
+    def _update(self, batch: list[tuple[Key, LogProbs, float]]) -> None:
         start = time.perf_counter()
         choices = torch.tensor([k for k, _, _ in batch])
         old_logp = torch.tensor([lp for _, lp, _ in batch])
@@ -365,10 +371,14 @@ class PpoRnn(Strategy):
     def _ppo_epochs(self, choices: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor) -> dict:
         """Clipped-surrogate steps on one minibatch; statistics are those of the last epoch, before its step."""
         assert self.controller is not None and self._optimizer is not None
+        adv = adv[:, None]
         for _ in range(self.ppo_epochs):
             logp, entropy = self.controller.evaluate(choices)
-            ratio = torch.exp(logp - old_logp)
-            surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv)
+            log_ratio = logp - old_logp  # [B, T]
+            if not self.per_decision_ratio:
+                log_ratio = log_ratio.sum(1, keepdim=True)
+            ratio = torch.exp(log_ratio)
+            surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv).sum(1)
             policy_loss = -surrogate.mean()
             loss = policy_loss - self.entropy_weight * entropy.mean()
             self._optimizer.zero_grad()
@@ -377,11 +387,10 @@ class PpoRnn(Strategy):
                 nn.utils.clip_grad_norm_(self.controller.parameters(), self.max_grad_norm)
             self._optimizer.step()
         with torch.no_grad():
-            log_ratio = logp - old_logp
             return {
                 "entropy": float(entropy.mean()),
                 "policy_loss": float(policy_loss),
-                "approx_kl": float(((ratio - 1) - log_ratio).mean()),
+                "approx_kl": float(((ratio - 1) - log_ratio).sum(1).mean()),  # of the whole architecture
                 "clip_fraction": float(((ratio - 1).abs() > self.clip).float().mean()),
             }
 
@@ -403,7 +412,7 @@ class PpoRnn(Strategy):
             "baseline": self._baseline,
             "rng": {"torch": self._generator.get_state()},
             "pool": pool,
-            "batch": [(list(k), lp, r) for k, lp, r in self._batch],
+            "batch": [(list(k), list(lp), r) for k, lp, r in self._batch],
             "history": [(list(k), r) for k, r in self._history.items()],
             "update_stats": [dict(s) for s in self.update_stats],
             "counters": {**self.counters, "dup_streak": self._dup_streak, "stall": self._stall},
@@ -427,7 +436,7 @@ class PpoRnn(Strategy):
         self._baseline = state_dict["baseline"]
         self._generator.set_state(state_dict["rng"]["torch"])
         self._pool, self._pool_pos = state_dict["pool"], 0
-        self._batch = [(tuple(k), lp, r) for k, lp, r in state_dict["batch"]]
+        self._batch = [(tuple(k), tuple(lp), r) for k, lp, r in state_dict["batch"]]
         self._history = {tuple(k): r for k, r in state_dict["history"]}
         self.update_stats = [dict(s) for s in state_dict["update_stats"]]
         counters = dict(state_dict["counters"])

@@ -78,6 +78,7 @@ def test_sampled_log_probs_match_the_batched_update_pass():
     assert choices.shape == (64, 4)
     assert all((choices[:, t] < n).all() for t, n in enumerate([3, 5, 2, 4]))
     again, entropy = net.evaluate(choices)
+    assert logp.shape == again.shape == (64, 4)
     torch.testing.assert_close(again, logp, rtol=1e-5, atol=1e-5)
     assert (entropy > 0).all() and (entropy <= torch.tensor([3, 5, 2, 4]).log().sum() + 1e-5).all()
     for p in net.parameters():
