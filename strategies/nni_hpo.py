@@ -22,7 +22,7 @@ class ResamplingTpeTuner(TpeTuner):
     NNI's grid fallback is only the last resort (a nearly exhausted space)."""
 
     def __init__(self, optimize_mode: str = "maximize", seed: int | None = None,
-                 tpe_args: dict[str, Any] | None = None, retries: int = 5):
+                 tpe_args: dict[str, Any] | None = None, retries: int = 1):
         super().__init__(optimize_mode=optimize_mode, seed=seed, tpe_args=tpe_args)
         self.retries = retries
 
@@ -44,7 +44,7 @@ class ResamplingTpeTuner(TpeTuner):
 
 
 def tpe(*, optimize_mode: str = "maximize", seed: int | None = None, tpe_args: dict[str, Any] | None = None,
-        resample_duplicates: bool = True, retries: int = 5):
+        resample_duplicates: bool = True, retries: int = 1):
     """``nni.nas.strategy.TPE``; with ``resample_duplicates`` its tuner is a :class:`ResamplingTpeTuner`."""
     from nni.nas.strategy import TPE
 
