@@ -14,8 +14,9 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import nni
 from torch import nn

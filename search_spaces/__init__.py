@@ -8,6 +8,17 @@ from search_spaces.profile import Profile, profile_model
 from search_spaces.space import MnasSpace, SpaceConfig
 
 __all__ = [
-    "ArchSpec", "BlockSpec", "MnasNet", "MnasSpace", "PRESETS", "Profile", "SpaceConfig", "build_model",
-    "decode_block", "encode_block", "load_arch", "load_preset", "profile_model",
+    "PRESETS",
+    "ArchSpec",
+    "BlockSpec",
+    "MnasNet",
+    "MnasSpace",
+    "Profile",
+    "SpaceConfig",
+    "build_model",
+    "decode_block",
+    "encode_block",
+    "load_arch",
+    "load_preset",
+    "profile_model",
 ]

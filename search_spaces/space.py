@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import mnas_nni  # noqa: F401  (installs the NNI import workarounds first)
 import nni
 from nni.mutable import ensure_frozen, label_scope
 from nni.nas.nn.pytorch import ModelSpace
 from torch import nn
 
+import mnas_nni  # noqa: F401  (installs the NNI import workarounds first)
 from mnas_nni.errors import ConfigError
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.block_string import decode_block

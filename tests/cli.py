@@ -25,7 +25,8 @@ def run_cli(tmp_path: Path, *overrides: str, fast: bool = True, timeout: float =
             f"latency.cache_path={tmp_path / 'latency.sqlite'}", f"latency.lock_dir={tmp_path / 'locks'}",
             f"hydra.run.dir={run_dir}", *overrides]
     environment = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=environment)
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=environment,
+                          check=False)
 
 
 def read_trials(tmp_path: Path) -> list[dict]:

@@ -11,7 +11,8 @@ from tests.cli import run_cli
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnas_nni", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "mnas_nni", *args], capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_cfg_job_prints_the_composed_default():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -105,7 +106,7 @@ def test_two_searches_sharing_one_device_never_measure_at_once(tmp_path):
         assert search.returncode == 0, err[-3000:]
     held = sorted((start, end, pid) for _, start, end, pid in read_intervals(intervals))
     assert len(held) >= 6 and len({pid for *_, pid in held}) >= 2
-    for (_, end, _), (start, _, _) in zip(held, held[1:]):
+    for (_, end, _), (start, _, _) in itertools.pairwise(held):
         assert end <= start, "two searches measured on one device at once"
 
 

@@ -25,7 +25,7 @@ def test_regular_install_ships_the_configs(tmp_path):
                             capture_output=True, text=True, env=env, cwd=elsewhere, check=True)
     assert result.stdout.strip().startswith(str(site))  # the installed copy, not the checkout
     result = subprocess.run([sys.executable, "-m", "mnas_nni", "+experiment=mnas_imagenet", "--cfg", "job"],
-                            capture_output=True, text=True, env=env, cwd=elsewhere, timeout=120)
+                            capture_output=True, text=True, env=env, cwd=elsewhere, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["reward"]["target_ms"] == 75.0
     assert (site / "mnas_nni" / "conf" / "strategy" / "ppo_rnn.yaml").is_file()

@@ -18,8 +18,8 @@ def test_hard_reward_ignores_speed_below_target_and_penalises_above():
     assert reward(0.7, 150) == pytest.approx(0.35)
 
 
-@pytest.mark.parametrize("kwargs", [dict(target_ms=0), dict(target_ms=-1), dict(target_ms=10, alpha=0.1),
-                                    dict(target_ms=10, beta=1.0), dict(target_ms=float("nan"))])
+@pytest.mark.parametrize("kwargs", [{"target_ms": 0}, {"target_ms": -1}, {"target_ms": 10, "alpha": 0.1},
+                                    {"target_ms": 10, "beta": 1.0}, {"target_ms": float("nan")}])
 def test_invalid_settings_are_clear_errors(kwargs):
     with pytest.raises(ConfigError) as err:
         MnasReward(**kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 import pytest
 
@@ -68,7 +70,7 @@ def test_local_training_service_runs_concurrent_trials_without_overlapping_measu
         assert_complete(trial)
     held = sorted((start, end, pid) for _, start, end, pid in read_intervals(intervals))
     assert len(held) >= 4 and len({pid for *_, pid in held}) >= 2  # several trial processes measured
-    for (_, end, _), (start, _, _) in zip(held, held[1:]):
+    for (_, end, _), (start, _, _) in itertools.pairwise(held):
         assert end <= start, "two measurements overlapped on one device"
 
 

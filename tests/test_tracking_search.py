@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 
 from tests.cli import read_trials, run_cli
@@ -33,4 +35,4 @@ def test_three_trial_search_lands_in_mlflow(tmp_path):
         reports = [a.path for a in client.list_artifacts(parent.info.run_id, "reports")]
         assert "reports/pareto.png" in reports and "reports/reward.png" in reports
         pareto = client.download_artifacts(parent.info.run_id, "reports/pareto.png", str(tmp_path))
-        assert open(pareto, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert Path(pareto).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
