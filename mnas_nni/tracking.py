@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -297,6 +298,11 @@ class MlflowTracker(SearchObserver):
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars inside ours
         check_reachable(self.tracking_uri)
+        # A new SQLite store logs its table migrations at INFO, and mlflow's SQLAlchemy mappers warn about a
+        # deprecated loader on every start; neither is the user's business.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy is deprecated")
         try:
             self.client = MlflowClient(self.tracking_uri)
             self.experiment_id = self._experiment_id()
