@@ -486,3 +486,20 @@ def _one_line(err: BaseException) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "no output"
+
+
+def load_own_checkpoints_fully() -> None:
+    """torch >= 2.6 loads with `weights_only=True` by default, so NNI's `TorchSerializer` refuses the strategy
+    checkpoints NNI itself wrote (numpy arrays in Random's and RegularizedEvolution's states) and
+    `NasExperiment.resume` fails. The file is the one this search wrote into its own run directory."""
+    from nni.nas.utils import serializer
+
+    class OwnCheckpointSerializer(serializer.TorchSerializer):
+        def load(self, path):
+            import torch
+
+            found = serializer._find_path_with_prefix(path, self.suffix)
+            return torch.load(str(found), map_location=self._map_location, weights_only=False)
+
+    if type(serializer.get_default_serializer()).__name__ != "OwnCheckpointSerializer":
+        serializer.set_default_serializer(OwnCheckpointSerializer())

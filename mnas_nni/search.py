@@ -131,6 +131,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     resume.write_state(run_dir, experiment.id, resume_state.get("checkpointed_trials", 0))
     nni_adapter.quiet_nni_console()
     nni_adapter.load_json_without_comment_stripping()
+    nni_adapter.load_own_checkpoints_fully()
     try:
         nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(resume_state))
     finally:

@@ -140,3 +140,19 @@ def test_unreachable_ssh_device_and_absent_phone_fail_before_training(tmp_path):
 
     adb = AdbutilsTransport()._adbutils.adb_path()  # stop the adb server the probe started on its private port
     subprocess.run([adb, "-P", str(closed_port), "kill-server"], capture_output=True, timeout=30, check=False)
+
+
+def test_nni_strategy_checkpoints_with_numpy_state_load_back(tmp_path):
+    import numpy as np
+    from nni.nas.strategy import RegularizedEvolution
+    from nni.nas.utils.serializer import get_default_serializer
+
+    from mnas_nni import nni_adapter
+
+    nni_adapter.load_own_checkpoints_fully()
+    strategy = RegularizedEvolution(population_size=4, sample_size=2, seed=0)
+    state = {"strategy": strategy.state_dict(), "numpy": np.arange(3)}
+    get_default_serializer().save(state, tmp_path / "state.ckpt")
+    loaded = get_default_serializer().load(tmp_path / "state.ckpt")
+    assert list(loaded["numpy"]) == [0, 1, 2]
+    RegularizedEvolution(population_size=4, sample_size=2).load_state_dict(loaded["strategy"])
