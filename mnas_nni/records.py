@@ -41,10 +41,6 @@ class TrialRecord:
     def ok(self) -> bool:
         return self.status == SUCCEEDED
 
-    @property
-    def arch_key(self) -> str:
-        return json.dumps(self.arch, sort_keys=True) if self.arch else json.dumps(self.sample, sort_keys=True)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

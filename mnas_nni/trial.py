@@ -21,6 +21,7 @@ from typing import Any
 import nni
 from torch import nn
 
+from mnas_nni import resume
 from mnas_nni.errors import DeviceError, TrialError
 from mnas_nni.instantiate import instantiate
 from mnas_nni.records import FAILED, SUCCEEDED
@@ -123,7 +124,7 @@ def evaluate_trial(model: nn.Module, *, failure_reward: float = 0.0, timeout_s: 
     NNI marks it failed; the search goes on. An architecture whose result a killed search recorded after its
     last checkpoint (`replay`, see mnas_nni/resume.py) reports that result instead of training again."""
     arch = getattr(model, "arch", None)
-    known = (replay or {}).get(json.dumps(arch.to_dict(), sort_keys=True)) if arch is not None else None
+    known = (replay or {}).get(resume.arch_key(arch.to_dict())) if arch is not None else None
     if known is not None and known["replayed_trial"] not in _REPLAYED:
         _REPLAYED.add(known["replayed_trial"])
         nni.report_final_result({**known, "default": known["default"] if known["default"] is not None

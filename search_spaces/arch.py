@@ -8,7 +8,7 @@ MnasNet block string (see `block_string.py`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -153,7 +153,3 @@ class ArchSpec:
             raise ArchitectureError(f"architecture file {path} is not JSON text; give a file written by ArchSpec.save "
                                     "or `python -m mnas_nni.export`") from None
         return cls.from_json(text)
-
-
-def block_to_dict(block: BlockSpec) -> dict[str, Any]:
-    return asdict(block)
