@@ -5,6 +5,12 @@ hidden units, weights uniform in [-0.1, 0.1], the embedding of the previous toke
 token first) and one softmax head per decision. PPO (clipped surrogate, several epochs per minibatch of sampled
 architectures) maximises the reward; the advantage is the reward minus an exponential moving average baseline.
 
+Two options off by default (the paper has neither) make short searches (hundreds of trials) much more
+sample-efficient: ``advantage="rank"`` replaces rewards by their centred ranks within the minibatch (fitness
+shaping, as in natural evolution strategies: only the order of rewards matters, so one outlier cannot dominate an
+update) and ``elite_size``/``elite_weight`` add priority-queue training (Abolafia et al. 2018): every PPO step also
+raises the log-likelihood of the best architectures found so far.
+
 Decision order: the declaration order of ``model_space.simplify()`` (the order in which the space creates its
 mutables, e.g. block by block), so the LSTM sees a network the way it is built. Only ``nni.mutable.Categorical``
 decisions are supported; annotations (constraints) are skipped and checked by ``freeze``.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import logging
 import math
 import threading
@@ -34,9 +41,10 @@ from torch import nn
 
 from mnas_nni.errors import ConfigError
 
-__all__ = ["Controller", "PpoRnn", "extract_reward"]
+__all__ = ["Controller", "PpoRnn", "centred_ranks", "extract_reward"]
 
 _logger = logging.getLogger(__name__)
+ADVANTAGES = ("ema", "ema_normalized", "rank")
 _NEG = -1e9  # logit of a padded (non-existent) choice: probability exactly 0, entropy term exactly 0
 
 Key = tuple[int, ...]  # an architecture as its choice indices, in decision order
@@ -136,8 +144,13 @@ class PpoRnn(Strategy):
         LSTM width, token embedding width, uniform init range of every weight.
     max_grad_norm
         Optional gradient-norm clipping (None: off, as in the paper).
-    normalize_advantage
-        Divide the advantages of a minibatch by their standard deviation (off in the paper).
+    advantage
+        ``"ema"``: reward minus the moving-average baseline (the paper); ``"ema_normalized"``: the same divided by
+        its standard deviation over the minibatch; ``"rank"``: centred ranks of the rewards in the minibatch, in
+        [-0.5, 0.5], ties sharing their mean rank.
+    elite_size, elite_weight
+        Priority-queue training: each PPO step adds ``-elite_weight * mean log-likelihood`` of the ``elite_size``
+        best architectures so far to the loss. 0 (the default) turns it off.
     reward_key
         Key of the reward when a trial's final metric is a dict.
     failure_reward
@@ -160,7 +173,8 @@ class PpoRnn(Strategy):
                  per_decision_ratio: bool = True,
                  learning_rate: float = 0.00035, entropy_weight: float = 0.00001, baseline_decay: float = 0.95,
                  hidden_size: int = 100, embedding_dim: int = 100, init_range: float = 0.1,
-                 max_grad_norm: float | None = None, normalize_advantage: bool = False,
+                 max_grad_norm: float | None = None, advantage: str = "ema",
+                 elite_size: int = 0, elite_weight: float = 0.0,
                  reward_key: str = "default", failure_reward: float = 0.0, max_duplicate_resamples: int = 10,
                  stall_limit: int = 1000, seed: int | None = None, num_threads: int | None = 1,
                  on_update: Callable[[dict], None] | None = None):
@@ -169,11 +183,16 @@ class PpoRnn(Strategy):
             raise ConfigError("ppo_rnn: batch_size, ppo_epochs, clip and learning_rate must be positive")
         if not 0 <= baseline_decay < 1:
             raise ConfigError(f"ppo_rnn: baseline_decay must be in [0, 1), got {baseline_decay}")
+        if advantage not in ADVANTAGES:
+            raise ConfigError(f"ppo_rnn: advantage must be one of {', '.join(ADVANTAGES)}, got {advantage!r}")
+        if elite_size < 0 or elite_weight < 0:
+            raise ConfigError("ppo_rnn: elite_size and elite_weight must be >= 0")
         self.batch_size, self.ppo_epochs, self.clip = batch_size, ppo_epochs, clip
         self.per_decision_ratio = per_decision_ratio
         self.learning_rate, self.entropy_weight, self.baseline_decay = learning_rate, entropy_weight, baseline_decay
         self.hidden_size, self.embedding_dim, self.init_range = hidden_size, embedding_dim, init_range
-        self.max_grad_norm, self.normalize_advantage = max_grad_norm, normalize_advantage
+        self.max_grad_norm, self.advantage = max_grad_norm, advantage
+        self.elite_size, self.elite_weight = elite_size, elite_weight
         self.reward_key, self.failure_reward = reward_key, failure_reward
         self.max_duplicate_resamples, self.stall_limit = max_duplicate_resamples, stall_limit
         self.seed = seed if seed is not None else int(torch.randint(2**31 - 1, ()).item())
@@ -338,17 +357,27 @@ class PpoRnn(Strategy):
             torch.set_num_threads(before)
 
     def _advantages(self, rewards: list[float]) -> torch.Tensor:
-        """reward - EMA baseline, the baseline moving after each sample (it starts at the first reward)."""
-        adv = []
+        """Per-architecture advantages of a minibatch; the EMA baseline moves after each sample either way (it
+        starts at the first reward) so that it stays a readable statistic."""
+        ema = []
         for r in rewards:
             if self._baseline is None:
                 self._baseline = r
-            adv.append(r - self._baseline)
+            ema.append(r - self._baseline)
             self._baseline = self.baseline_decay * self._baseline + (1 - self.baseline_decay) * r
-        out = torch.tensor(adv)
-        if self.normalize_advantage and len(adv) > 1:
+        if self.advantage == "rank":
+            return centred_ranks(torch.tensor(rewards))
+        out = torch.tensor(ema)
+        if self.advantage == "ema_normalized" and len(ema) > 1:
             out = out / (out.std() + 1e-8)
         return out
+
+    def _elite(self) -> torch.Tensor | None:
+        """The ``elite_size`` best architectures so far [K, T], or None when priority-queue training is off."""
+        if not self.elite_size or not self.elite_weight or not self._history:
+            return None
+        best = heapq.nlargest(self.elite_size, self._history.items(), key=lambda item: item[1])
+        return torch.tensor([key for key, _ in best])
 
     def _update(self, batch: list[tuple[Key, LogProbs, float]]) -> None:
         start = time.perf_counter()
@@ -372,15 +401,21 @@ class PpoRnn(Strategy):
         """Clipped-surrogate steps on one minibatch; statistics are those of the last epoch, before its step."""
         assert self.controller is not None and self._optimizer is not None
         adv = adv[:, None]
+        elite = self._elite()
+        batch = choices if elite is None else torch.cat([choices, elite])
+        elite_logp = torch.zeros(())
         for _ in range(self.ppo_epochs):
-            logp, entropy = self.controller.evaluate(choices)
+            logp, entropy = self.controller.evaluate(batch)  # one LSTM pass for the minibatch and the elite
+            if elite is not None:
+                elite_logp = logp[len(choices):].sum(1).mean()
+                logp, entropy = logp[:len(choices)], entropy[:len(choices)]
             log_ratio = logp - old_logp  # [B, T]
             if not self.per_decision_ratio:
                 log_ratio = log_ratio.sum(1, keepdim=True)
             ratio = torch.exp(log_ratio)
             surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv).sum(1)
             policy_loss = -surrogate.mean()
-            loss = policy_loss - self.entropy_weight * entropy.mean()
+            loss = policy_loss - self.entropy_weight * entropy.mean() - self.elite_weight * elite_logp
             self._optimizer.zero_grad()
             loss.backward()
             if self.max_grad_norm is not None:
@@ -392,6 +427,7 @@ class PpoRnn(Strategy):
                 "policy_loss": float(policy_loss),
                 "approx_kl": float(((ratio - 1) - log_ratio).sum(1).mean()),  # of the whole architecture
                 "clip_fraction": float(((ratio - 1).abs() > self.clip).float().mean()),
+                "elite_logp": float(elite_logp),  # mean log-likelihood of the elite (0 when off)
             }
 
     # ----------------------------------------------------------------- checkpoint
@@ -448,6 +484,20 @@ class PpoRnn(Strategy):
     def history(self) -> list[tuple[Sample, float]]:
         """Every finished architecture (as an NNI sample) with its reward, in order of completion."""
         return [(self.to_sample(k), r) for k, r in self._history.items()]
+
+
+def centred_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks of ``values`` scaled to [-0.5, 0.5] (lowest -0.5, highest 0.5); equal values share their mean rank."""
+    n = len(values)
+    if n < 2:
+        return torch.zeros(n)
+    order = values.argsort()
+    ranks = torch.empty(n)
+    ranks[order] = torch.arange(n, dtype=torch.float)
+    for value in values.unique():  # ties: the mean of their ranks
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks / (n - 1) - 0.5
 
 
 def decisions_of(model_space: ExecutableModelSpace) -> list[tuple[str, list]]:

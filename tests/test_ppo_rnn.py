@@ -17,7 +17,7 @@ from nni.nas.nn.pytorch import ModelSpace
 from omegaconf import OmegaConf
 
 from mnas_nni.errors import ConfigError
-from strategies.ppo_rnn import Controller, PpoRnn
+from strategies.ppo_rnn import Controller, PpoRnn, centred_ranks
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "strategy"
 
@@ -35,10 +35,10 @@ class GridSpace(ModelSpace):
 
 
 class Recorder:
-    """Evaluator function: reward = mean choice / (k-1) (unique optimum: all k-1); logs every call."""
+    """Evaluator function: reward = (mean choice / (k-1)) ** power (unique optimum: all k-1); logs every call."""
 
-    def __init__(self, k: int = 4, fail_on: dict | None = None, silent_on: dict | None = None):
-        self.k, self.fail_on, self.silent_on = k, fail_on, silent_on
+    def __init__(self, k: int = 4, fail_on: dict | None = None, silent_on: dict | None = None, power: float = 1.0):
+        self.k, self.fail_on, self.silent_on, self.power = k, fail_on, silent_on, power
         self.calls: list[dict] = []
 
     def __call__(self, model):
@@ -48,7 +48,7 @@ class Recorder:
             raise RuntimeError("this architecture cannot be trained")
         if self.silent_on is not None and sample.items() >= self.silent_on.items():
             return  # trains, reports nothing
-        reward = sum(sample.values()) / (len(sample) * (self.k - 1))
+        reward = (sum(sample.values()) / (len(sample) * (self.k - 1))) ** self.power
         nni.report_final_result({"default": reward, "reward": 2 * reward, "accuracy": reward, "latency_ms": 1.0})
 
 
@@ -122,6 +122,51 @@ def test_without_learning_rate_it_does_not_learn(tmp_path):
     strategy = PpoRnn(batch_size=10, learning_rate=1e-12, seed=0)
     run(strategy, Recorder(), 100, tmp_path)
     assert abs(strategy.update_stats[-1]["reward_mean"] - 0.5) < 0.15
+
+
+def test_centred_ranks_keep_only_the_order_and_share_ties():
+    torch.testing.assert_close(centred_ranks(torch.tensor([0.3, 0.1, 0.2])), torch.tensor([0.5, -0.5, 0.0]))
+    torch.testing.assert_close(centred_ranks(torch.tensor([1.0, 5.0, 5.0, 0.0])),
+                               torch.tensor([-1 / 6, 1 / 3, 1 / 3, -0.5]))
+    torch.testing.assert_close(centred_ranks(torch.tensor([7.0])), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize("advantage, invariant", [("rank", True), ("ema", False)])
+def test_rank_advantage_makes_the_search_blind_to_a_monotone_change_of_the_reward(tmp_path, advantage, invariant):
+    """Cubing the reward keeps its order: with ranks the search is the same; with the paper's advantage it is not."""
+    searches = []
+    for power in (1.0, 3.0):
+        recorder = Recorder(power=power)
+        run(PpoRnn(batch_size=5, learning_rate=0.05, advantage=advantage, seed=0), recorder, 30,
+            tmp_path / str(power))
+        searches.append(recorder.calls)
+    assert (searches[0] == searches[1]) is invariant
+
+
+def test_elite_training_concentrates_the_controller_on_the_best_architectures_found(tmp_path):
+    def search(elite_weight: float) -> PpoRnn:
+        strategy = PpoRnn(batch_size=5, learning_rate=0.01, elite_size=3, elite_weight=elite_weight, seed=0)
+        run(strategy, Recorder(), 20, tmp_path / str(elite_weight))
+        return strategy
+
+    def elite_log_likelihood(strategy: PpoRnn) -> float:
+        best = sorted(strategy._history.items(), key=lambda item: -item[1])[:3]
+        with torch.no_grad():
+            return float(strategy.controller.evaluate(torch.tensor([k for k, _ in best]))[0].sum(1).mean())
+
+    with_elite, without = search(1.0), search(0.0)
+    assert elite_log_likelihood(with_elite) > elite_log_likelihood(without) + 2, \
+        (elite_log_likelihood(with_elite), elite_log_likelihood(without))
+    logps = [s["elite_logp"] for s in with_elite.update_stats]
+    assert logps[-1] > logps[0] and all(s["elite_logp"] == 0 for s in without.update_stats)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"advantage": "mean"}, "advantage must be one of ema"),
+                                             ({"elite_size": -1}, "elite_size and elite_weight must be >= 0")])
+def test_bad_advantage_or_elite_settings_are_one_line_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        PpoRnn(**kwargs)
+    assert "\n" not in str(err.value)
 
 
 def test_duplicates_are_never_retrained_and_feed_their_cached_reward(tmp_path):
@@ -203,7 +248,7 @@ def test_on_update_gets_the_statistics(tmp_path):
     assert len(seen) == len(strategy.update_stats) == 4
     assert [s["update"] for s in seen] == [0, 1, 2, 3]
     keys = {"update", "trials", "reward_mean", "reward_max", "baseline", "entropy", "policy_loss", "approx_kl",
-            "clip_fraction"}
+            "clip_fraction", "elite_logp"}
     for s in seen:
         assert keys <= s.keys()
         assert 0 <= s["clip_fraction"] <= 1 and s["approx_kl"] >= -1e-6 and s["entropy"] > 0
@@ -218,6 +263,7 @@ def test_yaml_has_every_argument_with_the_paper_values():
     assert isinstance(strategy, PpoRnn)
     assert (strategy.batch_size, strategy.learning_rate, strategy.entropy_weight, strategy.baseline_decay,
             strategy.hidden_size, strategy.init_range, strategy.clip) == (20, 0.00035, 0.00001, 0.95, 100, 0.1, 0.2)
+    assert (strategy.advantage, strategy.elite_size) == ("ema", 0)  # the paper has neither extension
 
 
 def test_non_categorical_decisions_are_rejected(tmp_path):
