@@ -223,7 +223,8 @@ class PpoRnn(Strategy):
 
     def extra_repr(self) -> str:
         return (f"batch_size={self.batch_size}, ppo_epochs={self.ppo_epochs}, clip={self.clip}, "
-                f"learning_rate={self.learning_rate}, entropy_weight={self.entropy_weight}, seed={self.seed}")
+                f"learning_rate={self.learning_rate}, entropy_weight={self.entropy_weight}, "
+                f"advantage={self.advantage}, elite_size={self.elite_size}, elite_weight={self.elite_weight}")
 
     # ----------------------------------------------------------------- NNI surface
 
@@ -231,7 +232,8 @@ class PpoRnn(Strategy):
         self._decisions = decisions_of(model_space)
         self.controller = Controller([len(v) for _, v in self._decisions], self.hidden_size, self.embedding_dim,
                                      self.init_range, self._generator)
-        self._optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.learning_rate)
+        # fused: one kernel for the whole step; about half the time of the default on CPU for this tiny model
+        self._optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.learning_rate, fused=True)
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_metric)
         engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
         if self._deferred_state is not None:
@@ -295,7 +297,10 @@ class PpoRnn(Strategy):
         if self._pool is None or self._pool_pos >= len(self._pool[0]):
             start = time.perf_counter()
             with self._threads():
-                self._pool = self.controller.sample(self.batch_size, self._generator)
+                # Drawing costs about the same for 20 or 80 architectures (42 sequential LSTM steps either way):
+                # while duplicates are being drawn, draw 4x as many at once.
+                size = self.batch_size * (4 if self._dup_streak else 1)
+                self._pool = self.controller.sample(size, self._generator)
             self._pool_pos = 0
             self.timing["sample_s"] += time.perf_counter() - start
         choices, logp = self._pool

@@ -6,7 +6,7 @@ import pytest
 
 from tests.cli import read_trials, run_cli
 
-WORDS = ["ppo_rnn", "random", "evolution", "tpe", "policy_rl", "optuna_nsga2"]
+WORDS = ["ppo_rnn", "ppo_rnn_short", "random", "evolution", "tpe", "policy_rl", "optuna_nsga2"]
 
 
 @pytest.mark.slow
