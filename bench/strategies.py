@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["ppo_rnn", "random", "evolution", "tpe", "policy_rl", "optuna_nsga2"]
 CHECKPOINTS = [100, 250, 500, 1000]
 # The ppo_rnn row is built from this config word: the paper's values (conf/strategy/ppo_rnn.yaml) are for an
-# 8,000-sample search; conf/strategy/ppo_rnn_short.yaml (tuned here with seeds 10-13, the table reports seeds 0-4)
+# 8,000-sample search; conf/strategy/ppo_rnn_short.yaml (tuned here with seeds 10-15, the table reports seeds 0-4)
 # is the same controller set for a few hundred to a few thousand samples. --ppo-word ppo_rnn runs the paper's.
 PPO_WORD = "ppo_rnn_short"
 

@@ -216,6 +216,7 @@ class PpoRnn(Strategy):
         self._finished: collections.deque[tuple[Key, float]] = collections.deque()  # filled by engine callbacks
         self._lock = threading.Lock()
         self._dup_streak = 0  # duplicates drawn in a row since the last feed
+        self._dup_rate = 0.0  # moving average of the fraction of draws that are duplicates (sizes the draws)
         self._stall = 0  # duplicates drawn in a row since the last new trial
         # trials submitted, duplicates fed with their cached reward, duplicates dropped (resampled)
         self.counters = {"trials": 0, "cached": 0, "dropped": 0}
@@ -265,7 +266,9 @@ class PpoRnn(Strategy):
     def _step(self) -> None:
         """Draw one architecture: submit it, feed its known reward, or drop it as a duplicate."""
         key, logp = self._next_candidate()
-        if key in self._history or key in self._pending:
+        duplicate = key in self._history or key in self._pending
+        self._dup_rate = 0.9 * self._dup_rate + 0.1 * duplicate
+        if duplicate:
             self._stall += 1
             self._dup_streak += 1
             if self._dup_streak <= self.max_duplicate_resamples:
@@ -297,9 +300,10 @@ class PpoRnn(Strategy):
         if self._pool is None or self._pool_pos >= len(self._pool[0]):
             start = time.perf_counter()
             with self._threads():
-                # Drawing costs about the same for 20 or 80 architectures (42 sequential LSTM steps either way):
-                # while duplicates are being drawn, draw 4x as many at once.
+                # A draw of 20 or 80 architectures costs about the same (the LSTM's steps are sequential either
+                # way): when duplicates are frequent, draw enough for a whole batch of new ones at once (<= 4x).
                 size = self.batch_size * (4 if self._dup_streak else 1)
+                size = max(size, math.ceil(self.batch_size / max(0.25, 1 - self._dup_rate)))
                 self._pool = self.controller.sample(size, self._generator)
             self._pool_pos = 0
             self.timing["sample_s"] += time.perf_counter() - start
@@ -456,7 +460,8 @@ class PpoRnn(Strategy):
             "batch": [(list(k), list(lp), r) for k, lp, r in self._batch],
             "history": [(list(k), r) for k, r in self._history.items()],
             "update_stats": [dict(s) for s in self.update_stats],
-            "counters": {**self.counters, "dup_streak": self._dup_streak, "stall": self._stall},
+            "counters": {**self.counters, "dup_streak": self._dup_streak, "stall": self._stall,
+                         "dup_rate": self._dup_rate},
             "timing": dict(self.timing),
         }
 
@@ -482,6 +487,7 @@ class PpoRnn(Strategy):
         self.update_stats = [dict(s) for s in state_dict["update_stats"]]
         counters = dict(state_dict["counters"])
         self._dup_streak, self._stall = counters.pop("dup_streak"), counters.pop("stall")
+        self._dup_rate = counters.pop("dup_rate", 0.0)
         self.counters = counters
         self.timing = dict(state_dict["timing"])
 

@@ -31,6 +31,6 @@ def test_summarize_takes_the_median_over_seeds_and_random_s_best_as_the_target()
 def test_the_ppo_rnn_row_is_built_from_the_short_search_word_as_the_cli_composes_it():
     strategy = make_strategy("ppo_rnn_short", 3, {})
     assert isinstance(strategy, PpoRnn)
-    assert (strategy.advantage, strategy.elite_size, strategy.seed, strategy.batch_size) == ("rank", 5, 3, 20)
+    assert (strategy.advantage, strategy.elite_size, strategy.seed, strategy.batch_size) == ("rank", 5, 3, 10)
     paper = make_strategy("ppo_rnn", 3, {"learning_rate": 0.002})
     assert (paper.advantage, paper.elite_size, paper.learning_rate) == ("ema", 0, 0.002)
