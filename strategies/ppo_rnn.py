@@ -253,7 +253,9 @@ class PpoRnn(Strategy):
                 _logger.info("Every architecture of the space has been tried. Stop.")
                 break
             if self._stall >= self.stall_limit:
-                _logger.warning("%d duplicates in a row: the controller has converged. Stop.", self._stall)
+                _logger.warning("%d duplicates in a row: the controller has converged; the search stops after %d "
+                                "trials (raise strategy.entropy_weight or strategy.stall_limit to go on).",
+                                self._stall, self.counters["trials"])
                 break
             if not self.wait_for_resource():
                 break
