@@ -5,10 +5,12 @@
 
 Every strategy is composed by Hydra from `conf/strategy/<word>.yaml` as `strategy=<word>` would be (the ppo_rnn
 row from `ppo_rnn_short.yaml`, the controller set for short searches; `--ppo-word ppo_rnn` for the paper's
-values), plus a seed, and driven through NNI's sequential engine with a FunctionalEvaluator: ours and NNI's on the same footing. The
-objective (bench/_objective.py) is the MnasNet soft-constraint reward on the real space: latency from a measured
-per-layer lookup table, accuracy from the NASWOT zero-cost proxy on real images. A "sample" is one trial
-submitted to the engine (an architecture a strategy chose to evaluate; ppo_rnn's duplicate look-ups are free).
+values), plus a seed, and driven through NNI's sequential engine with a FunctionalEvaluator: ours and NNI's on
+the same footing. The objective (bench/_objective.py) is the MnasNet soft-constraint reward on the real space:
+latency from a measured per-layer lookup table, accuracy from the NASWOT zero-cost proxy on real images. A
+"sample" is one trial submitted to the engine (an architecture a strategy chose to evaluate; ppo_rnn's
+duplicate look-ups are free). ppo_rnn stops by itself once its controller has converged; such a run counts with
+its final best at the later checkpoints ("samples run" shows how many it used).
 
 NNI's PolicyBasedRL spends ~0.5 s per sample on its own updates (25 passes of tianshou PPO over the buffer
 every 20 samples), so it runs --rl-budget samples (default 100); --rl-budget 1000 is the full comparison
@@ -131,8 +133,9 @@ def run_search(word: str, seed: int, budget: int, overrides: dict[str, Any], rew
     start = time.perf_counter()
     strategy(space, engine)
     wall = time.perf_counter() - start
-    out = {"word": word, "config": config_word or word, "seed": seed, "budget": budget, "rewards": rewards, "unique": len(set(keys)), "wall_s": wall,
-           "eval_s": spent[0], "rss_before_mb": rss0["now"], "rss_after_mb": _rss_mb()["now"],
+    out = {"word": word, "config": config_word or word, "seed": seed, "budget": budget, "rewards": rewards,
+           "unique": len(set(keys)), "wall_s": wall, "eval_s": spent[0],
+           "rss_before_mb": rss0["now"], "rss_after_mb": _rss_mb()["now"],
            "rss_peak_mb": _rss_mb()["peak"],
            "new_scores": dict(getattr(obj, "new_scores", {}))}
     if reward == "mnas":
@@ -238,7 +241,8 @@ def print_table(rows: list[dict], target: float, budget: int, seeds: int) -> Non
 
 # ----------------------------------------------------------------------------------------------- overhead
 
-def overhead(cache_dir: str, word: str, samples: int, overrides: dict[str, Any], config_word: str | None = None) -> dict:
+def overhead(cache_dir: str, word: str, samples: int, overrides: dict[str, Any],
+             config_word: str | None = None) -> dict:
     """One fresh process per strategy, so its peak RSS is its own (no accuracy proxy loaded there)."""
     ctx = mp.get_context("spawn")
     with ctx.Pool(1, initializer=_init_worker, initargs=(cache_dir, False)) as pool:
