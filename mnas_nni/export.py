@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -29,6 +30,8 @@ from typing import Any
 from mnas_nni.errors import ArchitectureError, ConfigError, MnasNniError
 from mnas_nni.records import load_records, top_k
 from search_spaces.arch import ArchSpec
+from search_spaces.builder import MnasNet
+from search_spaces.layers import PoolShortcut, SqueezeExcite
 from search_spaces.presets import PRESETS, load_preset
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -180,37 +183,10 @@ class ConvBnAct(nn.Sequential):
         super().__init__(*layers)
 '''
 
-_SQUEEZE_EXCITE = '''
-
-class SqueezeExcite(nn.Module):
-    """Global pool -> 1x1 reduce -> ReLU -> 1x1 expand -> sigmoid gate on the channels."""
-
-    def __init__(self, channels: int, reduced: int):
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, reduced, 1)
-        self.expand = nn.Conv2d(reduced, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(gate)
-'''
-
-_POOL_SHORTCUT = '''
-
-class PoolShortcut(nn.Module):
-    """Parameter-free shortcut: 3x3 average pool with the layer's stride, channels zero-padded or cut."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int):
-        super().__init__()
-        self.in_ch, self.out_ch = in_ch, out_ch
-        self.pool = nn.AvgPool2d(3, stride, padding=1, count_include_pad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(x)
-        if self.out_ch > self.in_ch:
-            return F.pad(x, (0, 0, 0, 0, 0, self.out_ch - self.in_ch))
-        return x[:, : self.out_ch]
-'''
+# The search space's own SqueezeExcite, PoolShortcut and weight init need only torch, nn and F: model.py gets
+# their source verbatim, so the exported network cannot drift from the searched one.
+_SQUEEZE_EXCITE = "\n\n" + inspect.getsource(SqueezeExcite)
+_POOL_SHORTCUT = "\n\n" + inspect.getsource(PoolShortcut)
 
 _SE_LINE = '''\
     if se_ratio > 0:  # SE width: a fraction of the layer's input filters
@@ -274,20 +250,7 @@ class MnasNet(nn.Module):
         self.classifier = nn.Linear(HEAD_FILTERS, num_classes)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                bound = 1.0 / module.weight.shape[1] ** 0.5
-                nn.init.uniform_(module.weight, -bound, bound)
-                nn.init.zeros_(module.bias)
-
+''' + inspect.getsource(MnasNet.reset_parameters) + '''
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.blocks(self.stem(x))).mean((2, 3))
         return self.classifier(self.dropout(x))
