@@ -504,13 +504,9 @@ def centred_ranks(values: torch.Tensor) -> torch.Tensor:
     n = len(values)
     if n < 2:
         return torch.zeros(n)
-    order = values.argsort()
-    ranks = torch.empty(n)
-    ranks[order] = torch.arange(n, dtype=torch.float)
-    for value in values.unique():  # ties: the mean of their ranks
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks / (n - 1) - 0.5
+    _, group, counts = values.unique(return_inverse=True, return_counts=True)  # groups of equal values, ascending
+    mean_rank = counts.cumsum(0) - (counts + 1) / 2  # 0-based mean position of each group in sorted order
+    return mean_rank[group] / (n - 1) - 0.5
 
 
 def decisions_of(model_space: ExecutableModelSpace) -> list[tuple[str, list]]:
