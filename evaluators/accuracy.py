@@ -26,7 +26,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnas_nni.errors import ConfigError, TrialError
+from mnas_core.errors import ConfigError, TrialError
 
 __all__ = ["ClassificationModule", "LrMultiplier", "ProxyResult", "train_proxy"]
 

@@ -7,7 +7,7 @@ Every module exposes ``num_classes``, ``in_channels`` (always 3), ``resolution``
 after they reach the device, in ``on_after_batch_transfer``, during training only; it is also available as
 ``train_augmentation`` for code that drives the loaders without a Trainer.
 
-A missing or unusable data folder raises :class:`~mnas_nni.errors.DatasetNotFoundError` when the module is
+A missing or unusable data folder raises :class:`~mnas_core.errors.DatasetNotFoundError` when the module is
 constructed, before any training starts.
 """
 
@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from mnas_nni.errors import ConfigError, DatasetNotFoundError
+from mnas_core.errors import ConfigError, DatasetNotFoundError
 
 __all__ = [
     "Cifar10DataModule",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mnas_nni.errors import MnasNniError
+from mnas_core.errors import MnasNniError
 
 
 def config_dir() -> str:

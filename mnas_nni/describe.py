@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from mnas_nni.errors import MnasNniError
+from mnas_core.errors import MnasNniError
 from search_spaces import build_model, load_arch, profile_model
 from search_spaces.presets import PRESETS
 

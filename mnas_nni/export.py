@@ -21,13 +21,13 @@ import os
 import re
 import sys
 import tempfile
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mnas_nni.errors import ArchitectureError, ConfigError, MnasNniError
+from evaluators.latency.export import export_onnx
+from mnas_core.errors import ArchitectureError, ConfigError, MnasNniError
 from mnas_nni.records import load_records, top_k
 from search_spaces.arch import ArchSpec
 from search_spaces.builder import MnasNet
@@ -35,7 +35,6 @@ from search_spaces.layers import PoolShortcut, SqueezeExcite
 from search_spaces.presets import PRESETS, load_preset
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-ONNX_OPSET = 17
 
 
 # ---------------------------------------------------------------- finding the architecture
@@ -350,18 +349,6 @@ def load_weights(path: str | Path, expected: set[str]) -> dict[str, Any]:
     return state
 
 
-def export_onnx(model: Any, path: Path, resolution: int) -> Path:
-    import torch
-
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter (dynamo=False) announces its own deprecation and constant-folding limits.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, resolution, resolution),), str(path),
-                          input_names=["input"], output_names=["logits"], opset_version=ONNX_OPSET, dynamo=False)
-    return path
-
-
 def conf_dir() -> Path:
     """The project's Hydra config folder: ./conf in a checkout, mnas_nni/conf when installed."""
     here = Path(__file__).resolve().parent
@@ -421,7 +408,7 @@ def export(arch: ArchSpec, out_dir: str | Path, num_classes: int = 1000, resolut
     if weights is not None:
         model.load_state_dict(load_weights(weights, set(model.state_dict())))
     torch.save(model.state_dict(), paths["state_dict.pt"])
-    export_onnx(model, paths["model.onnx"], resolution)
+    export_onnx(model, (1, 3, resolution, resolution), paths["model.onnx"])
     paths["retrain.yaml"].write_text(
         render_retrain_yaml(paths["arch.json"], arch.name or "the exported model", num_classes, resolution),
         encoding="utf-8")

@@ -241,7 +241,7 @@ def prepare_remote(machines: list[dict] | None, *, nni_manager_ip: str | None, p
     mnas_nni, and the machine reaches this one at nni_manager_ip:port (its trial keeper dials back there;
     unset, NNI tells the machines `localhost`).
     """
-    from mnas_nni.errors import ConfigError
+    from mnas_core.errors import ConfigError
 
     if not machines:
         raise ConfigError("search.execution=remote needs search.machines: "
@@ -273,7 +273,7 @@ def prepare_remote(machines: list[dict] | None, *, nni_manager_ip: str | None, p
 @contextlib.contextmanager
 def _listening(port: int):
     """Listen on `port` (the manager's, not started yet) so the machines can show they reach it."""
-    from mnas_nni.errors import ConfigError
+    from mnas_core.errors import ConfigError
 
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -299,7 +299,7 @@ class _RemoteMachine:
 
     @classmethod
     def from_config(cls, index: int, config: Any) -> _RemoteMachine:
-        from mnas_nni.errors import ConfigError
+        from mnas_core.errors import ConfigError
 
         where = f"search.machines[{index}]"
         if not isinstance(config, dict) or not config.get("host"):
@@ -346,7 +346,7 @@ class _RemoteMachine:
     def _connect(self):
         import paramiko
 
-        from mnas_nni.errors import ConfigError, DeviceError
+        from mnas_core.errors import ConfigError, DeviceError
 
         class UnknownHostKey(paramiko.SSHException):
             def __init__(self, key: paramiko.PKey) -> None:
@@ -398,7 +398,7 @@ class _RemoteMachine:
         raise DeviceError(f"{self.name}: {message}") from None
 
     def _exec(self, client, argv: list[str], timeout_s: float = REMOTE_SSH_TIMEOUT_S) -> tuple[int, str, str]:
-        from mnas_nni.errors import DeviceError
+        from mnas_core.errors import DeviceError
 
         try:
             _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=timeout_s)
@@ -412,7 +412,7 @@ class _RemoteMachine:
     def _python(self, client) -> str:
         """The machine's interpreter: python_path names it, or NNI-style the folder holding `python`; by
         default this process's own path (the same environment at the same place, e.g. a shared install)."""
-        from mnas_nni.errors import ConfigError
+        from mnas_core.errors import ConfigError
 
         wanted = str(self.python_path or sys.executable)
         fix = (f"set search.machines[{self.index}].python_path to the machine's Python "
@@ -426,7 +426,7 @@ class _RemoteMachine:
     def _run_check(self, client, python: str, manager_ip: str, manager_port: int) -> dict[str, Any]:
         import nni
 
-        from mnas_nni.errors import ConfigError, DeviceError
+        from mnas_core.errors import ConfigError, DeviceError
 
         timeout = REMOTE_SSH_TIMEOUT_S / 2
         status, out, err = self._exec(client, [python, "-c", _REMOTE_CHECK, manager_ip, str(manager_port),
@@ -452,7 +452,7 @@ class _RemoteMachine:
         import hashlib
         import io
 
-        from mnas_nni.errors import ConfigError, DeviceError
+        from mnas_core.errors import ConfigError, DeviceError
 
         script = _PYTHON_SHIM.replace("{python}", shlex.quote(python))
         shim_dir = posixpath.join(home, ".cache", "mnas-nni", "nni-python",

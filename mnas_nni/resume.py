@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mnas_nni.errors import ResumeError
+from mnas_core.errors import ResumeError
 from mnas_nni.records import TrialRecord, load_records
 
 STATE_FILE = "resume.json"

@@ -9,12 +9,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mnas_nni import nni_adapter, resume
-from mnas_nni.errors import ConfigError
-from mnas_nni.instantiate import instantiate
+from mnas_core.errors import ConfigError
+from mnas_core.instantiate import instantiate
 from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records
-from mnas_nni.trial import datamodule_for, evaluate_trial
+from mnas_nni.context import SETTINGS, context_for
+from mnas_nni.trial import evaluate_trial
 
 log = logging.getLogger(__name__)
 EXECUTIONS = ("sequential", "local", "remote")
@@ -62,14 +63,15 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
                                             port=int(search["port"]), working_dir=run_dir / "nni")
 
     # Fail on bad input before any training: reward settings, data folder, device, tracker.
-    reward = instantiate(cfg.reward, "reward")
-    datamodule = datamodule_for(resolved["data"])
+    settings = {key: resolved[key] for key in SETTINGS}
+    context = context_for(settings)  # the trials of this process share it
+    reward = context.reward
+    datamodule = context.datamodule
     space = build_space(cfg, datamodule)
     resolved["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
     nni_adapter.import_strategies_quietly()
     strategy = instantiate(cfg.strategy, "strategy", _convert_="all")
-    device = instantiate(cfg.device, "device")
-    device_info = device.describe()  # reaches the device once: unreachable, key refused, no phone -> one line
+    device_info = context.device.describe()  # reaches the device once: unreachable, key refused, no phone -> one line
     tracker = instantiate(cfg.tracking, "tracking")
 
     from mnas_nni.console import ConsoleObserver
@@ -103,12 +105,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
 
     evaluator = FunctionalEvaluator(
         evaluate_trial,
-        data=resolved["data"],
-        train=resolved["train"],
-        device=resolved["device"],
-        reward=resolved["reward"],
-        latency=resolved["latency"],
-        seed=int(resolved["seed"]),
+        **settings,
         failure_reward=float(search["failure_reward"]),
         timeout_s=search["trial_timeout_s"],
         replay=resume.replay_table(trial_log, resume_state.get("checkpointed_trials", 0)) if resume_state else None,

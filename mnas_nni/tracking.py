@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 from mnas_nni.observers import SearchInfo, SearchObserver
 from mnas_nni.records import TrialRecord, load_records, pareto_front
 from mnas_nni.records import top_k as best_by

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from mnas_nni.errors import ArchitectureError
+from mnas_core.errors import ArchitectureError
 
 ConvOp = Literal["conv", "dsconv", "mbconv"]
 SkipOp = Literal["identity", "pool", "none"]

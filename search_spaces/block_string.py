@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from mnas_nni.errors import ArchitectureError
+from mnas_core.errors import ArchitectureError
 from search_spaces.arch import BlockSpec
 
 _TOKEN = re.compile(r"^(?:(r|k|e|i|o)(\d+)|s(\d)(\d)|se(\d*\.?\d+)|(noskip|poolskip))$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mnas_nni.errors import ArchitectureError
+from mnas_core.errors import ArchitectureError
 from search_spaces.arch import ArchSpec
 from search_spaces.block_string import decode_block
 

@@ -17,8 +17,7 @@ from nni.mutable import ensure_frozen, label_scope
 from nni.nas.nn.pytorch import ModelSpace
 from torch import nn
 
-import mnas_nni  # noqa: F401  (installs the NNI import workarounds first)
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.block_string import decode_block
 from search_spaces.builder import MnasNet, build_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 
 __all__ = ["policy_rl"]
 

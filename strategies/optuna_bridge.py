@@ -18,7 +18,7 @@ from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEn
 from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy.base import Strategy
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna

@@ -39,7 +39,7 @@ from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy.base import Strategy
 from torch import nn
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 
 __all__ = ["Controller", "PpoRnn", "centred_ranks", "extract_reward"]
 

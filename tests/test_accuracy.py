@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from evaluators.accuracy import ClassificationModule, LrMultiplier, ProxyResult, train_proxy
 from evaluators.data import DigitsDataModule, ImageNetDataModule
-from mnas_nni.errors import ConfigError, TrialError
+from mnas_core.errors import ConfigError, TrialError
 
 TRAIN_CONF = Path(__file__).resolve().parents[1] / "conf" / "train" / "default.yaml"
 

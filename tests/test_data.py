@@ -22,7 +22,7 @@ from evaluators.data import (
     DigitsDataModule,
     ImageNetDataModule,
 )
-from mnas_nni.errors import ConfigError, DatasetNotFoundError
+from mnas_core.errors import ConfigError, DatasetNotFoundError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 

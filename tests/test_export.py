@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from mnas_nni.errors import ArchitectureError, ConfigError
+from mnas_core.errors import ArchitectureError, ConfigError
 from mnas_nni.export import export, import_model_file, main, render_model_code, resolve_source, scaled_recipe
 from mnas_nni.records import FAILED, SUCCEEDED, TrialLog, TrialRecord
 from search_spaces import ArchSpec, MnasSpace, build_model, load_preset

@@ -26,7 +26,7 @@ from evaluators.latency import (
     cpu_mask,
 )
 from evaluators.latency.adb import NO_DEVICE
-from mnas_nni.errors import ConfigError, DeviceError
+from mnas_core.errors import ConfigError, DeviceError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adb"
 HOSTILE = "/data/local/tmp/mnas-nni/ab12cd34-arch 1;reboot;$(reboot)`id`&&'x'.onnx"

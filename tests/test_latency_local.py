@@ -23,7 +23,7 @@ from evaluators.latency import (
     export_onnx,
     read_intervals,
 )
-from mnas_nni.errors import DeviceError, DeviceTimeoutError
+from mnas_core.errors import DeviceError, DeviceTimeoutError
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (1, 3, 64, 64)

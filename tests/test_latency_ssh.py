@@ -14,7 +14,7 @@ from sshd import SshdServer, sshd_server  # noqa: F401 - pytest fixture
 from torch import nn
 
 from evaluators.latency import LatencyEvaluator, LocalDevice, SshDevice, export_onnx
-from mnas_nni.errors import DeviceError
+from mnas_core.errors import DeviceError
 
 SHAPE = (1, 3, 64, 64)
 

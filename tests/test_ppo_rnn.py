@@ -16,7 +16,7 @@ from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.nn.pytorch import ModelSpace
 from omegaconf import OmegaConf
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 from strategies.ppo_rnn import Controller, PpoRnn, centred_ranks
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "strategy"

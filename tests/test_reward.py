@@ -1,7 +1,7 @@
 import pytest
 
 from evaluators.reward import MnasReward
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 
 
 def test_soft_reward_trades_two_x_latency_for_five_percent():

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from mnas_nni.errors import ArchitectureError, ConfigError
+from mnas_core.errors import ArchitectureError, ConfigError
 from search_spaces import ArchSpec, MnasSpace, build_model, decode_block, load_preset, profile_model
 from search_spaces.presets import PRESET_BLOCKS
 

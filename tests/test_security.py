@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnas_nni.errors import ArchitectureError
+from mnas_core.errors import ArchitectureError
 from search_spaces import ArchSpec
 from tests.cli import read_trials, run_cli
 from tests.sshd import find_sshd, running_sshd

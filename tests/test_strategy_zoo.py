@@ -17,7 +17,7 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.strategy.base import Strategy
 from omegaconf import OmegaConf
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 from strategies.nni_rl import policy_rl
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "strategy"

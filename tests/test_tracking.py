@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 from mnas_nni.export import resolve_source
 from mnas_nni.observers import ObserverGroup, SearchInfo
 from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord

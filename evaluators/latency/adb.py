@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from mnas_nni.errors import ConfigError, DeviceError, DeviceTimeoutError
+from mnas_core.errors import ConfigError, DeviceError, DeviceTimeoutError
 
 from .android_benchmarks import (
     BenchmarkJob,

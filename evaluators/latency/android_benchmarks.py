@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from mnas_nni.errors import DeviceError
+from mnas_core.errors import DeviceError
 
 from .device import last_line
 from .result import LatencyResult, summarize

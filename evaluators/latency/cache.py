@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 
 from .result import LatencyResult
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mnas_nni.errors import ConfigError, DeviceError
+from mnas_core.errors import ConfigError, DeviceError
 
 from .result import LatencyResult
 

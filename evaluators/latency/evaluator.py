@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 
 from .cache import DEFAULT_CACHE_PATH, LatencyCache
 from .device import LatencyDevice

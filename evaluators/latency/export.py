@@ -1,4 +1,5 @@
-"""Export a PyTorch model to ONNX for latency measurement (eval mode, batch 1, fixed opset)."""
+"""The one ONNX export: what the latency devices measure and what `python -m mnas_nni.export` ships are the
+same graph (eval mode, batch 1, opset 17, input `input`, output `logits`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnas_nni.errors import ConfigError
+from mnas_core.errors import ConfigError
 
 ONNX_OPSET = 17
 
@@ -44,7 +45,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) 
             warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1", category=UserWarning)
             torch.onnx.export(
                 model, (dummy,), tmp_name, dynamo=False, opset_version=ONNX_OPSET,
-                input_names=["input"], output_names=["output"], do_constant_folding=True,
+                input_names=["input"], output_names=["logits"], do_constant_folding=True,
             )
         os.replace(tmp_name, target)
     finally:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mnas_nni.errors import ConfigError, DeviceError, DeviceTimeoutError
+from mnas_core.errors import ConfigError, DeviceError, DeviceTimeoutError
 
 from . import ort_runner
 from .device import LatencyDevice, last_line, parse_runner_output, shape_arg

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from mnas_nni.errors import DeviceTimeoutError
+from mnas_core.errors import DeviceTimeoutError
 
 DEFAULT_LOCK_DIR = Path("~/.cache/mnas-nni/locks")
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import paramiko
 
-from mnas_nni.errors import ConfigError, DeviceError, DeviceTimeoutError
+from mnas_core.errors import ConfigError, DeviceError, DeviceTimeoutError
 
 from .device import LatencyDevice, last_line, parse_runner_output, shape_arg
 from .local import RUNNER_PATH

@@ -31,3 +31,8 @@ class TrialError(MnasNniError, RuntimeError):
 
 class ResumeError(MnasNniError, FileNotFoundError):
     """A search cannot be resumed: the checkpoint or run does not exist."""
+
+
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: its message with whitespace folded, else its type's name."""
+    return " ".join(str(err).split())[:limit] or type(err).__name__

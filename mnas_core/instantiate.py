@@ -12,7 +12,7 @@ from typing import Any
 import hydra.utils
 from hydra.errors import InstantiationException
 
-from mnas_nni.errors import ConfigError, MnasNniError
+from mnas_core.errors import ConfigError, MnasNniError
 
 
 def instantiate(node: Any, what: str, **kwargs: Any) -> Any:
