@@ -10,7 +10,6 @@ import contextlib
 import getpass
 import json
 import logging
-import os
 import posixpath
 import re
 import shlex
@@ -333,83 +332,21 @@ class _RemoteMachine:
 
     def check(self, manager_ip: str, manager_port: int) -> dict[str, Any]:
         """Probe the machine and install the python shim; return its `RemoteMachineConfig` fields."""
-        client = self._connect()
-        try:
-            python = self._python(client)
-            info = self._run_check(client, python, manager_ip, manager_port)
-            shim_dir = self._install_shim(client, info["home"], info["executable"])
-        finally:
-            client.close()
+        from mnas_core.ssh import SshSession, SshTarget
+
+        target = SshTarget(name=self.name, host=self.host, port=self.port, user=self.user,
+                           key_file=self.ssh_key_file, known_hosts=self.known_hosts,
+                           strict_host_key=self.strict_host_key, timeout_s=REMOTE_SSH_TIMEOUT_S,
+                           settings=f"search.machines[{self.index}].",
+                           timeout_fix="check the machine's load and the network")
+        with SshSession(target) as session:
+            python = self._python(session)
+            info = self._run_check(session, python, manager_ip, manager_port)
+            shim_dir = self._install_shim(session, info["home"], info["executable"])
         return {"host": self.host, "port": self.port, "user": self.user, "ssh_key_file": self.ssh_key_file,
                 "python_path": shim_dir}
 
-    def _connect(self):
-        import paramiko
-
-        from mnas_core.errors import ConfigError, DeviceError
-
-        class UnknownHostKey(paramiko.SSHException):
-            def __init__(self, key: paramiko.PKey) -> None:
-                super().__init__("unknown host key")
-                self.key = key
-
-        class RejectUnknown(paramiko.MissingHostKeyPolicy):
-            def missing_host_key(self, client, hostname, key):
-                raise UnknownHostKey(key)
-
-        name = self.name
-
-        class AcceptWithWarning(paramiko.MissingHostKeyPolicy):  # strict_host_key=False: never saved, loudly
-            def missing_host_key(self, client, hostname, key):
-                log.warning("%s: strict_host_key=False, accepting unverified host key %s", name, _fingerprint(key))
-
-        client = paramiko.SSHClient()
-        if self.known_hosts.is_file():
-            client.load_system_host_keys(str(self.known_hosts))  # read-only: never written back
-        client.set_missing_host_key_policy(RejectUnknown() if self.strict_host_key else AcceptWithWarning())
-        timeout = REMOTE_SSH_TIMEOUT_S
-        try:
-            client.connect(hostname=self.host, port=self.port, username=self.user, key_filename=self.ssh_key_file,
-                           look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,
-                           auth_timeout=timeout)
-            return client
-        except UnknownHostKey as err:
-            message = (f"host key {_fingerprint(err.key)} is not in {self.known_hosts}; verify it, then add it "
-                       f"with `ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}` (NNI itself checks "
-                       "no host key)")
-        except paramiko.BadHostKeyException as err:
-            message = (f"host key {_fingerprint(err.key)} does not match {self.known_hosts} (machine reinstalled "
-                       "or someone in between); if expected, replace its line there")
-        except paramiko.PasswordRequiredException:
-            client.close()
-            raise ConfigError(f"{self.name}: key file {self.ssh_key_file} needs a passphrase, which NNI's remote "
-                              "service cannot use; use a key without one") from None
-        except paramiko.AuthenticationException:
-            message = (f"key {self.ssh_key_file} refused for user {self.user}; add its public key to the "
-                       "machine's ~/.ssh/authorized_keys or fix user/ssh_key_file")
-        except TimeoutError:
-            message = (f"no SSH answer within {timeout:g}s; check the machine is on and reachable and "
-                       "host/port are right")
-        except paramiko.ssh_exception.NoValidConnectionsError:
-            message = "connection refused; check the machine is on, sshd runs there and host/port are right"
-        except (OSError, paramiko.SSHException, EOFError) as err:
-            message = f"cannot connect ({_one_line(err)}); check the machine, sshd there and host/port"
-        client.close()
-        raise DeviceError(f"{self.name}: {message}") from None
-
-    def _exec(self, client, argv: list[str], timeout_s: float = REMOTE_SSH_TIMEOUT_S) -> tuple[int, str, str]:
-        from mnas_core.errors import DeviceError
-
-        try:
-            _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=timeout_s)
-            out = stdout.read().decode("utf-8", "replace")
-            err = stderr.read().decode("utf-8", "replace")
-            return stdout.channel.recv_exit_status(), out, err
-        except (TimeoutError, OSError, EOFError) as err:
-            raise DeviceError(f"{self.name}: `{argv[0]}` gave no answer within {timeout_s:g}s "
-                              f"({_one_line(err)})") from None
-
-    def _python(self, client) -> str:
+    def _python(self, session) -> str:
         """The machine's interpreter: python_path names it, or NNI-style the folder holding `python`; by
         default this process's own path (the same environment at the same place, e.g. a shared install)."""
         from mnas_core.errors import ConfigError
@@ -418,19 +355,19 @@ class _RemoteMachine:
         fix = (f"set search.machines[{self.index}].python_path to the machine's Python "
                "(with nni and mnas-nni installed)")
         for candidate in (wanted, posixpath.join(wanted, "python"), posixpath.join(wanted, "python3")):
-            status, _, _ = self._exec(client, ["test", "-f", candidate, "-a", "-x", candidate])
+            status, _, _ = session.exec(["test", "-f", candidate, "-a", "-x", candidate])
             if status == 0:
                 return candidate
         raise ConfigError(f"{self.name}: no Python at {wanted}; {fix}")
 
-    def _run_check(self, client, python: str, manager_ip: str, manager_port: int) -> dict[str, Any]:
+    def _run_check(self, session, python: str, manager_ip: str, manager_port: int) -> dict[str, Any]:
         import nni
 
         from mnas_core.errors import ConfigError, DeviceError
 
         timeout = REMOTE_SSH_TIMEOUT_S / 2
-        status, out, err = self._exec(client, [python, "-c", _REMOTE_CHECK, manager_ip, str(manager_port),
-                                               f"{timeout:g}"], timeout_s=REMOTE_SSH_TIMEOUT_S * 3)
+        status, out, err = session.exec([python, "-c", _REMOTE_CHECK, manager_ip, str(manager_port), f"{timeout:g}"],
+                                        REMOTE_SSH_TIMEOUT_S * 3)
         try:
             info = json.loads(out.strip().splitlines()[-1])
         except (IndexError, ValueError):
@@ -448,9 +385,8 @@ class _RemoteMachine:
                               "as the machine sees it, and let search.port through the firewall")
         return info
 
-    def _install_shim(self, client, home: str, python: str) -> str:
+    def _install_shim(self, session, home: str, python: str) -> str:
         import hashlib
-        import io
 
         from mnas_core.errors import ConfigError, DeviceError
 
@@ -460,27 +396,11 @@ class _RemoteMachine:
         if not _SHELL_SAFE.fullmatch(shim_dir):  # NNI pastes python_path into shell commands unquoted
             raise ConfigError(f"{self.name}: the remote home {home!r} has characters NNI cannot quote; "
                               "use an account whose home path is plain")
-        status, _, err = self._exec(client, ["mkdir", "-p", "-m", "700", "--", shim_dir])
+        status, _, err = session.exec(["mkdir", "-p", "-m", "700", "--", shim_dir])
         if status != 0:
             raise DeviceError(f"{self.name}: cannot create {shim_dir} ({_last_line(err)})")
-        shim = posixpath.join(shim_dir, "python")
-        try:
-            with client.open_sftp() as sftp:
-                tmp = f"{shim}.{os.getpid()}.tmp"
-                sftp.putfo(io.BytesIO(script.encode()), tmp)
-                sftp.chmod(tmp, 0o755)
-                sftp.posix_rename(tmp, shim)  # atomic: a concurrent search never runs half a script
-        except (OSError, EOFError) as err:
-            raise DeviceError(f"{self.name}: cannot write {shim} ({_one_line(err)})") from None
+        session.upload(script.encode(), posixpath.join(shim_dir, "python"), mode=0o755)
         return shim_dir
-
-
-def _fingerprint(key: Any) -> str:
-    return getattr(key, "fingerprint", None) or f"{key.get_name()} MD5:{key.get_fingerprint().hex()}"
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
 def _last_line(text: str) -> str:

@@ -8,13 +8,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnas_nni import nni_adapter, resume
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
+from mnas_nni import nni_adapter, resume
+from mnas_nni.context import SETTINGS, context_for
 from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records
-from mnas_nni.context import SETTINGS, context_for
 from mnas_nni.trial import evaluate_trial
 
 log = logging.getLogger(__name__)
