@@ -157,10 +157,27 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
     return RecordingExperiment(space, evaluator, strategy, config, id=experiment_id)
 
 
+def apply_patches() -> None:
+    """Every process-wide NNI workaround, once, before strategies are built (each is idempotent)."""
+    silence_import_warnings()
+    import_strategies_quietly()
+    load_json_without_comment_stripping()
+    load_own_checkpoints_fully()
+
+
+def trial_evaluator(function, **arguments):
+    """NNI's `FunctionalEvaluator`: `function(model, **arguments)` runs for every sampled model. The
+    arguments are plain data (they are serialized to reach a training-service trial process)."""
+    from nni.nas.evaluator import FunctionalEvaluator
+
+    return FunctionalEvaluator(function, **arguments)
+
+
 def run_or_resume(experiment, port: int, resume: bool) -> None:
     """`NasExperiment.resume()` reloads the strategy and engine state from the experiment's checkpoint
     directory; it needs the experiment in NNI's manifest (~/nni-experiments/.experiment), which a killed
     search leaves there."""
+    quiet_nni_console()
     if resume:
         experiment.resume(port=port, wait_completion=True, debug=False)
     else:
@@ -423,3 +440,62 @@ def load_own_checkpoints_fully() -> None:
 
     if type(serializer.get_default_serializer()).__name__ != "OwnCheckpointSerializer":
         serializer.set_default_serializer(OwnCheckpointSerializer())
+
+
+# --- TPE --------------------------------------------------------------------------------------------------
+
+def tpe(*, optimize_mode: str = "maximize", seed: int | None = None, tpe_args: dict[str, Any] | None = None,
+        resample_duplicates: bool = True, retries: int = 1):
+    """`nni.nas.strategy.TPE` (the `strategy=tpe` word), with its duplicate handling made usable for NAS.
+
+    NNI 3.0's `TpeTuner` passes every suggestion through a `Deduplicator` that, on the first duplicate,
+    switches to a grid search and from then on replaces each duplicate by the next grid point. The grid starts
+    at the first value of every decision, so a converging TPE (which repeats itself often) is dragged to one
+    corner of the space: on the MNAS space it does worse than random search. With `resample_duplicates` a
+    duplicate is redrawn from TPE `retries` times, then replaced by a uniformly random new point (what NNI's
+    random tuner draws); NNI's grid fallback is only the last resort (a nearly exhausted space).
+    """
+    from nni.algorithms.hpo import random_tuner
+    from nni.algorithms.hpo.tpe_tuner import TpeTuner, suggest
+    from nni.nas.strategy import TPE
+
+    class ResamplingTpeTuner(TpeTuner):
+        def update_search_space(self, space) -> None:
+            super().update_search_space(space)
+            grid_fallback = self.dedup
+
+            def dedup(params):
+                for attempt in range(2 * retries):
+                    if grid_fallback._not_dup(params):  # records it when new
+                        return params
+                    if attempt < retries:
+                        params = suggest(self.args, self.rng, self.space, self._history)
+                    else:
+                        params = random_tuner.suggest(self.rng, self.space)
+                return grid_fallback(params)
+
+            self.dedup = dedup
+
+    tpe_args = dict(tpe_args) if tpe_args is not None else None
+    strategy = TPE(optimize_mode=optimize_mode, seed=seed, tpe_args=tpe_args)
+    if resample_duplicates:
+        strategy.tuner = ResamplingTpeTuner(optimize_mode=optimize_mode, seed=seed, tpe_args=tpe_args)
+    return strategy
+
+
+def skip_tpe_submission_sleep() -> None:
+    """`nni.nas.strategy.TPE` sleeps 1 s after every submission (nni/nas/strategy/hpo.py); on an in-process
+    engine with an instant objective (the benches) that is pure waiting. The tuner itself is untouched."""
+    import time
+
+    from nni.nas.strategy import hpo
+
+    class NoSleep:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(_seconds: float) -> None:
+            return None
+
+    hpo.time = NoSleep()
