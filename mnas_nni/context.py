@@ -15,9 +15,11 @@ from typing import Any
 
 from torch import nn
 
+from evaluators.latency import LatencyEvaluator
 from mnas_core.errors import TrialError
 from mnas_core.instantiate import instantiate
 from mnas_nni.records import SUCCEEDED
+from search_spaces.profile import profile_model
 
 SETTINGS = ("data", "train", "device", "reward", "latency", "evaluator", "seed")
 
@@ -45,8 +47,6 @@ class TrialContext:
 
     @cached_property
     def latency(self) -> Any:
-        from evaluators.latency import LatencyEvaluator
-
         latency = self.latency_settings
         return LatencyEvaluator(self.device, cache_path=latency.get("cache_path"), lock_dir=latency["lock_dir"],
                                 outlier_rel_tol=latency["outlier_rel_tol"], interval_log=latency.get("interval_log"))
@@ -61,8 +61,6 @@ class TrialContext:
 
     def run(self, model: nn.Module) -> dict[str, Any]:
         """Score one sampled model: the evaluator's measurements, its size, the reward."""
-        from search_spaces.profile import profile_model
-
         arch = getattr(model, "arch", None)
         if arch is None:
             raise TrialError("the sampled model carries no architecture (.arch); use a search_spaces model space")

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnas_core.errors import ConfigError, DeviceError
+from mnas_core.ssh import SshSession, SshTarget
+
 log = logging.getLogger(__name__)
 
 
@@ -257,8 +260,6 @@ def prepare_remote(machines: list[dict] | None, *, nni_manager_ip: str | None, p
     mnas_nni, and the machine reaches this one at nni_manager_ip:port (its trial keeper dials back there;
     unset, NNI tells the machines `localhost`).
     """
-    from mnas_core.errors import ConfigError
-
     if not machines:
         raise ConfigError("search.execution=remote needs search.machines: "
                           "[{host, port, user, ssh_key_file, python_path}]")
@@ -289,8 +290,6 @@ def prepare_remote(machines: list[dict] | None, *, nni_manager_ip: str | None, p
 @contextlib.contextmanager
 def _listening(port: int):
     """Listen on `port` (the manager's, not started yet) so the machines can show they reach it."""
-    from mnas_core.errors import ConfigError
-
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -315,8 +314,6 @@ class _RemoteMachine:
 
     @classmethod
     def from_config(cls, index: int, config: Any) -> _RemoteMachine:
-        from mnas_core.errors import ConfigError
-
         where = f"search.machines[{index}]"
         if not isinstance(config, dict) or not config.get("host"):
             raise ConfigError(f"{where} must be a mapping with at least host and ssh_key_file, got {config!r}")
@@ -349,8 +346,6 @@ class _RemoteMachine:
 
     def check(self, manager_ip: str, manager_port: int) -> dict[str, Any]:
         """Probe the machine and install the python shim; return its `RemoteMachineConfig` fields."""
-        from mnas_core.ssh import SshSession, SshTarget
-
         target = SshTarget(name=self.name, host=self.host, port=self.port, user=self.user,
                            key_file=self.ssh_key_file, known_hosts=self.known_hosts,
                            strict_host_key=self.strict_host_key, timeout_s=REMOTE_SSH_TIMEOUT_S,
@@ -366,8 +361,6 @@ class _RemoteMachine:
     def _python(self, session) -> str:
         """The machine's interpreter: python_path names it, or NNI-style the folder holding `python`; by
         default this process's own path (the same environment at the same place, e.g. a shared install)."""
-        from mnas_core.errors import ConfigError
-
         wanted = str(self.python_path or sys.executable)
         fix = (f"set search.machines[{self.index}].python_path to the machine's Python "
                "(with nni and mnas-nni installed)")
@@ -379,8 +372,6 @@ class _RemoteMachine:
 
     def _run_check(self, session, python: str, manager_ip: str, manager_port: int) -> dict[str, Any]:
         import nni
-
-        from mnas_core.errors import ConfigError, DeviceError
 
         timeout = REMOTE_SSH_TIMEOUT_S / 2
         status, out, err = session.exec([python, "-c", _REMOTE_CHECK, manager_ip, str(manager_port), f"{timeout:g}"],
@@ -404,8 +395,6 @@ class _RemoteMachine:
 
     def _install_shim(self, session, home: str, python: str) -> str:
         import hashlib
-
-        from mnas_core.errors import ConfigError, DeviceError
 
         script = _PYTHON_SHIM.replace("{python}", shlex.quote(python))
         shim_dir = posixpath.join(home, ".cache", "mnas-nni", "nni-python",

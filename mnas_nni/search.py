@@ -26,7 +26,6 @@ from mnas_nni.trial import evaluate_trial
 
 log = logging.getLogger(__name__)
 EXECUTIONS = ("sequential", "local", "remote")
-RESOLVED_CONFIG = "config.resolved.yaml"  # the run's config with the space's class count and resolution filled in
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -100,7 +99,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
     parts = build_parts(cfg, run_dir)
     config, search, run_dir = parts.config, parts.config["search"], parts.run_dir
-    (run_dir / RESOLVED_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+    resume.write_config(run_dir, config)
     trial_log = run_dir / "trials.jsonl"
     previous = load_records(trial_log)
     # The tracker starts first: a server that is down stops the search before the console shows anything.
