@@ -22,12 +22,18 @@ def config_dir() -> str:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _main(cfg: DictConfig) -> None:
     from mnas_nni.search import run_search
+    from mnas_nni.stopping import SearchStopped
 
     try:
         run_search(cfg)
     except MnasNniError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except SearchStopped as stopped:
+        run_dir = getattr(stopped, "run_dir", None)
+        print(f"search stopped ({stopped}); resume it with: python -m mnas_nni search.resume={run_dir}",
+              file=sys.stderr)
+        sys.exit(stopped.exit_code)
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def experiment_config(execution: str, *, max_trials: int, concurrency: int, work
 
 
 def make_experiment(space, evaluator, strategy, config, on_final_metric, on_training_end, experiment_id=None,
-                    after_training_end=None):
+                    after_training_end=None, stopped=lambda: False):
     """A `NasExperiment` whose engine reports every trial's raw final metric and end to us first.
 
     NNI canonicalises a dict final metric to its `default` float before strategies see `model.metric`;
@@ -129,9 +129,15 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
     NNI checkpoints the strategy only when an experiment starts and stops, so a killed search loses it.
     `after_training_end` runs once every callback of a trial's end - the strategy's included - has run:
     the place to checkpoint a strategy that has taken the result in.
+
+    A search stopped on purpose (`stopped()`): the trial that was cut short ends as `Interrupted`; NNI would
+    tell the strategy (which counts it as a failure) and then checkpoint that state when it stops. Neither
+    happens: the interrupted trial's end reaches nobody, and the checkpoint of the last finished trial stands,
+    so a resumed search runs that trial again.
     """
     from nni.nas.execution.event import ModelEventType
     from nni.nas.experiment import NasExperiment
+    from nni.nas.space import ModelStatus
 
     class RecordingExperiment(NasExperiment):
         def execution_engine_factory(self, config):
@@ -146,16 +152,22 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
                 return submit(*models)
 
             engine.submit_models = submit_and_keep
-            if after_training_end is not None:
-                dispatch = engine.dispatch_model_event
+            dispatch = engine.dispatch_model_event
 
-                def dispatch_then_checkpoint(event, **kwargs):
-                    dispatch(event, **kwargs)
-                    if getattr(event, "event_type", event) in (ModelEventType.TrainingEnd, "training_end"):
-                        after_training_end(self)
+            def dispatch_then_checkpoint(event, **kwargs):
+                ended = getattr(event, "event_type", event) in (ModelEventType.TrainingEnd, "training_end")
+                if ended and (stopped() or getattr(event, "status", None) == ModelStatus.Interrupted):
+                    return
+                dispatch(event, **kwargs)
+                if ended and after_training_end is not None:
+                    after_training_end(self)
 
-                engine.dispatch_model_event = dispatch_then_checkpoint
+            engine.dispatch_model_event = dispatch_then_checkpoint
             return engine
+
+        def save_checkpoint(self) -> None:
+            if not stopped():
+                super().save_checkpoint()
 
     return RecordingExperiment(space, evaluator, strategy, config, id=experiment_id)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from mnas_nni.observers import SearchObserver
 from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord
+from mnas_nni.stopping import signals_deferred
 
 
 class TrialRecorder:
@@ -68,6 +69,7 @@ class TrialRecorder:
                 finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             )
             self.next_trial += 1
-        self.observer.on_trial_end(record)
+        with signals_deferred():
+            self.observer.on_trial_end(record)
         if self.on_recorded is not None:
             self.on_recorded(record)

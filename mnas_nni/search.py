@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
-from mnas_nni import nni_adapter, resume
+from mnas_nni import nni_adapter, resume, stopping
 from mnas_nni.console import ConsoleObserver
 from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
@@ -135,16 +135,23 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     experiment = nni_adapter.make_experiment(parts.space, evaluator, parts.strategy, experiment_config,
                                              recorder.on_final_metric, recorder.on_training_end,
                                              experiment_id=parts.resume_state.get("experiment_id"),
-                                             after_training_end=checkpoint)
+                                             after_training_end=checkpoint, stopped=lambda: stopping.STATE.requested)
     resume.write_state(run_dir, experiment.id, parts.resume_state.get("checkpointed_trials", 0))
-    try:
-        nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state))
-    finally:
-        recorder.flush()
-        records = load_records(trial_log)
-        group.on_search_end(records)
-        group.close()
-        show_ui_hint(parts.tracker)
+    with stopping.stop_on_signals() as stop:
+        try:
+            nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state))
+            stopping.raise_if_stopped()  # NNI ends the run quietly on a KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            stopped = err if isinstance(err, stopping.SearchStopped) else stopping.SearchStopped(stop.signum or 2)
+            stopped.run_dir = run_dir  # type: ignore[attr-defined]
+            raise stopped from None
+        finally:
+            if not stop.requested:  # a trial cut short by the stop is re-run on resume, not recorded as failed
+                recorder.flush()
+            records = load_records(trial_log)
+            group.on_search_end(records)
+            group.close()
+            show_ui_hint(parts.tracker)
     return records
 
 

@@ -21,7 +21,7 @@ import nni
 from torch import nn
 
 from mnas_core.errors import TrialError, one_line
-from mnas_nni import resume
+from mnas_nni import resume, stopping
 from mnas_nni.context import context_for
 from mnas_nni.records import FAILED
 
@@ -63,8 +63,10 @@ def evaluate_trial(model: nn.Module, *, failure_reward: float = 0.0, timeout_s: 
         return
     started = time.perf_counter()
     try:
-        with deadline(timeout_s):
+        with stopping.trial_running(), deadline(timeout_s):
             metric = context.run(model)
+    except stopping.TrialInterrupted:
+        raise KeyboardInterrupt from None  # past Lightning's handler: NNI marks the model interrupted and stops
     except Exception as err:
         arch = getattr(model, "arch", None)
         nni.report_final_result({

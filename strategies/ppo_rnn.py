@@ -215,6 +215,9 @@ class PpoRnn(Strategy):
         self._raw_metrics: dict[ExecutableModelSpace, Any] = {}
         self._finished: collections.deque[tuple[Key, float]] = collections.deque()  # filled by engine callbacks
         self._lock = threading.Lock()
+        # The policy (controller, minibatch, history) changes in the engine's trial-end callback, which the
+        # training-service engine calls from its own thread: sampling and updates take turns.
+        self._policy_lock = threading.RLock()
         self._dup_streak = 0  # duplicates drawn in a row since the last feed
         self._dup_rate = 0.0  # moving average of the fraction of draws that are duplicates (sizes the draws)
         self._stall = 0  # duplicates drawn in a row since the last new trial
@@ -248,20 +251,23 @@ class PpoRnn(Strategy):
     def _run(self) -> None:
         space_size = math.prod(len(v) for _, v in self._decisions)
         while True:
-            self._drain()
-            if len(self._history) + len(self._pending) >= space_size:
-                _logger.info("Every architecture of the space has been tried. Stop.")
-                break
-            if self._stall >= self.stall_limit:
-                _logger.warning("%d duplicates in a row: the controller has converged; the search stops after %d "
-                                "trials (raise strategy.entropy_weight or strategy.stall_limit to go on).",
-                                self._stall, self.counters["trials"])
-                break
+            with self._policy_lock:
+                self._drain()
+                if len(self._history) + len(self._pending) >= space_size:
+                    _logger.info("Every architecture of the space has been tried. Stop.")
+                    break
+                if self._stall >= self.stall_limit:
+                    _logger.warning("%d duplicates in a row: the controller has converged; the search stops after "
+                                    "%d trials (raise strategy.entropy_weight or strategy.stall_limit to go on).",
+                                    self._stall, self.counters["trials"])
+                    break
             if not self.wait_for_resource():
                 break
-            self._step()
+            with self._policy_lock:
+                self._step()
         self.engine.wait_models(*list(self._running))
-        self._drain()
+        with self._policy_lock:
+            self._drain()
 
     # ----------------------------------------------------------------- sampling
 
@@ -338,9 +344,12 @@ class PpoRnn(Strategy):
                              self.failure_reward)
                 reward = self.failure_reward
             self._finished.append((key, reward))
+        # Into the history (and the minibatch) at once, so the checkpoint taken after this trial has it.
+        with self._policy_lock:
+            self._drain()
 
     def _drain(self) -> None:
-        """Move finished trials into the history and the PPO minibatch (main thread only)."""
+        """Move finished trials into the history and the PPO minibatch (under the policy lock)."""
         while self._finished:
             key, reward = self._finished.popleft()
             with self._lock:

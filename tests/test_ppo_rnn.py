@@ -256,7 +256,8 @@ def test_on_update_gets_the_statistics(tmp_path):
 
 
 def test_yaml_has_every_argument_with_the_paper_values():
-    cfg = OmegaConf.load(CONF / "ppo_rnn.yaml")
+    # failure_reward comes from search.failure_reward, as in the composed config
+    cfg = OmegaConf.create({"search": {"failure_reward": 0.0}, "strategy": OmegaConf.load(CONF / "ppo_rnn.yaml")}).strategy
     params = set(inspect.signature(PpoRnn.__init__).parameters) - {"self"}
     assert params == set(cfg) - {"_target_"}
     strategy = instantiate(cfg)
