@@ -7,6 +7,7 @@ every call, because NNI reuses evaluator objects across models and a finished Tr
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -38,6 +39,7 @@ from mnas_core.errors import ConfigError, TrialError
 __all__ = ["ClassificationModule", "ProxyResult", "lr_scheduler", "train_proxy"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
+DIVERGED = 100.0  # a training loss this many times ln(classes) means the run has diverged
 SCHEDULES = ("cosine", "constant", "exponential")
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
 
@@ -152,6 +154,11 @@ class ClassificationModule(pl.LightningModule):
                 f"non-finite loss ({float(loss.detach())}) at epoch {self.current_epoch} step {batch_idx}; "
                 "lower the learning rate"
             )
+        if loss > DIVERGED * math.log(self.num_classes):  # it starts near ln(classes)
+            raise TrialError(
+                f"training diverged: loss {float(loss.detach()):.3g} at epoch {self.current_epoch} step {batch_idx} "
+                f"(it starts near ln({self.num_classes}) = {math.log(self.num_classes):.2f}); lower the learning rate"
+            )
         self.train_loss_mean.update(loss.detach(), weight=labels.numel())
         return loss
 
@@ -257,6 +264,20 @@ def _check_limit(name: str, value: float | None) -> float | None:
             f"train.{name} must be null, a positive batch count or a fraction in (0, 1], got {value!r}"
         )
     return value
+
+
+def check_train_settings(num_classes: int, *, epochs: int = 5, limit_train_batches: float | None = None,
+                         limit_val_batches: float | None = None, bn_momentum: float | None = None,
+                         **module_settings: Any) -> None:
+    """Every check `train_proxy` makes before it trains, without training (a search runs it at startup)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"train.epochs must be a positive integer, got {epochs!r}")
+    _check_limit("limit_train_batches", limit_train_batches)
+    _check_limit("limit_val_batches", limit_val_batches)
+    if bn_momentum is not None:
+        set_bn_momentum(nn.Identity(), bn_momentum)
+    known = set(inspect.signature(ClassificationModule.__init__).parameters)
+    ClassificationModule(nn.Identity(), num_classes, **{k: v for k, v in module_settings.items() if k in known})
 
 
 def train_proxy(

@@ -33,6 +33,12 @@ def measure_with_retries(parts: TrialParts, model: nn.Module, arch_key: str) -> 
 class ProxyEvaluator(TrialEvaluator):
     kind = "proxy"
 
+    def __init__(self, parts: TrialParts) -> None:
+        from evaluators.accuracy import check_train_settings
+
+        super().__init__(parts)
+        check_train_settings(int(parts.datamodule.num_classes), **parts.train)  # bad train.* fails at startup
+
     def evaluate(self, model: nn.Module, arch_key: str) -> dict[str, Any]:
         from evaluators.accuracy import train_proxy
 

@@ -92,6 +92,7 @@ class ConsoleObserver(SearchObserver):
                 self.best = record.reward
         else:
             self.failed += 1
+            self.console.print(f"trial {record.trial} failed: {record.error}", highlight=False, soft_wrap=True)
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, advance=1, description=self.description)
 

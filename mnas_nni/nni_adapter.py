@@ -57,6 +57,10 @@ def quiet_nni_console() -> None:
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
     def drop_nni_info(record: logging.LogRecord) -> bool:
+        # The sequential engine logs every failed model at ERROR with its whole traceback (twice: through
+        # NNI's handler and the root's); our console prints one line per failure, the log file keeps these.
+        if record.name == "nni.nas.execution.sequential":
+            return False
         return not (record.name.startswith("nni") and record.levelno < logging.WARNING)
 
     for handler in console_handlers(logging.getLogger("nni")) + console_handlers(logging.getLogger()):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,3 +83,26 @@ class TrialLogObserver(SearchObserver):
 
     def on_trial_end(self, record: TrialRecord) -> None:
         self.log.append(record)
+
+
+class FailureGuard(SearchObserver):
+    """Stops a search whose first `limit` trials all failed for the same reason (numbers aside): every
+    further trial would fail the same way. `stop(reason)` ends the search."""
+
+    def __init__(self, limit: int, stop: Callable[[str], None]):
+        self.limit, self.stop = int(limit), stop
+        self.reasons: list[str] = []
+        self.succeeded = False
+
+    def on_search_start(self, info: SearchInfo) -> None:
+        self.succeeded = self.limit < 1
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        if self.succeeded:
+            return
+        if record.ok:
+            self.succeeded = True
+            return
+        self.reasons.append(record.error or "unknown error")
+        if len(self.reasons) == self.limit and len({re.sub(r"[-+0-9.e]+", "#", r) for r in self.reasons}) == 1:
+            self.stop(f"the first {self.limit} trials all failed: {self.reasons[-1]}")

@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
-from mnas_nni import nni_adapter, resume, stopping
+from mnas_nni import nni_adapter, preflight, resume, stopping
 from mnas_nni.console import ConsoleObserver
 from mnas_nni.context import SETTINGS, TrialContext, context_for
-from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
+from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records
 from mnas_nni.trial import evaluate_trial
@@ -78,7 +78,7 @@ def build_parts(cfg: DictConfig, run_dir: Path | None = None) -> SearchParts:
         run_dir = resume.find_run_dir(search["resume"], Path.cwd() / "outputs")
         resume_state = resume.read_state(run_dir)
     run_dir = Path(run_dir or run_dir_of(cfg)).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    preflight.check_folders(run_dir, config["latency"])
     remote: dict[str, Any] = {}
     if search["execution"] == "remote":  # an unreachable or refusing machine fails here, before anything else
         remote = nni_adapter.prepare_remote(search.get("machines"), nni_manager_ip=search.get("nni_manager_ip"),
@@ -87,6 +87,8 @@ def build_parts(cfg: DictConfig, run_dir: Path | None = None) -> SearchParts:
     context = context_for({key: config[key] for key in SETTINGS})
     context.reward  # noqa: B018 - built now: a bad target or exponent fails before the data is loaded
     space = build_space(cfg, context.datamodule)
+    preflight.check_data_decodes(context.datamodule)
+    context.evaluator  # noqa: B018 - built now: bad train.* settings fail before the first trial
     config["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
     strategy = instantiate(cfg.strategy, "strategy", _convert_="all")
     device_info = context.device.describe()  # reaches the device once: unreachable, key refused, no phone
@@ -104,7 +106,8 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     previous = load_records(trial_log)
     # The tracker starts first: a server that is down stops the search before the console shows anything.
     group = ObserverGroup(parts.tracker, TrialLogObserver(trial_log),
-                          ConsoleObserver(total=search["max_trials"], top_k=search["top_k"]), *(observers or []))
+                          ConsoleObserver(total=search["max_trials"], top_k=search["top_k"]),
+                          FailureGuard(search["stop_after_failures"], stopping.abort), *(observers or []))
     if hasattr(parts.strategy, "on_update"):
         parts.strategy.on_update = lambda stats: group.on_controller_update(int(stats.get("update", 0)), stats)
     start = SearchInfo(
@@ -141,6 +144,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
         try:
             nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state))
             stopping.raise_if_stopped()  # NNI ends the run quietly on a KeyboardInterrupt
+            check_some_succeeded(load_records(trial_log))
         except KeyboardInterrupt as err:
             stopped = err if isinstance(err, stopping.SearchStopped) else stopping.SearchStopped(stop.signum or 2)
             stopped.run_dir = run_dir  # type: ignore[attr-defined]
@@ -153,6 +157,11 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
             group.close()
             show_ui_hint(parts.tracker)
     return records
+
+
+def check_some_succeeded(records: list[TrialRecord]) -> None:
+    if records and not any(r.ok for r in records):
+        raise stopping.SearchAborted(f"every trial failed ({len(records)}); the last: {records[-1].error}")
 
 
 def show_ui_hint(tracker: SearchObserver) -> None:

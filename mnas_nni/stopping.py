@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from mnas_core.errors import MnasNniError
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -38,6 +40,7 @@ class SearchStopped(KeyboardInterrupt):
 class StopState:
     signum: int | None = None
     in_trial: bool = False
+    abort_reason: str | None = None  # set when the search stops itself (its first trials all failed)
 
     @property
     def requested(self) -> bool:
@@ -61,15 +64,16 @@ def _handler(signum: int, frame: object) -> None:
     if STATE.requested:  # the second signal: no more cleaning up
         os._exit(128 + signum)
     STATE.signum = signum
-    print(f"\n{signal.Signals(signum).name}: stopping the search (the running trial is cut short and re-run on "
-          "resume); press Ctrl-C again to exit at once", file=sys.stderr, flush=True)
+    if STATE.abort_reason is None:
+        print(f"\n{signal.Signals(signum).name}: stopping the search (the running trial is cut short and re-run "
+              "on resume); press Ctrl-C again to exit at once", file=sys.stderr, flush=True)
     raise TrialInterrupted() if STATE.in_trial else KeyboardInterrupt()
 
 
 @contextmanager
 def stop_on_signals() -> Iterator[StopState]:
     """Install the handlers for the span of a search (main thread only; elsewhere nothing changes)."""
-    STATE.signum, STATE.in_trial = None, False
+    STATE.signum, STATE.in_trial, STATE.abort_reason = None, False, None
     if threading.current_thread() is not threading.main_thread():
         yield STATE
         return
@@ -95,6 +99,18 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def abort(reason: str) -> None:
+    """Stop the search from inside (any thread) the way a Ctrl-C would, ending it with `reason`."""
+    STATE.abort_reason = reason
+    signal.raise_signal(signal.SIGINT)
+
+
+class SearchAborted(MnasNniError):
+    """The search stopped itself: its first trials all failed for the same reason."""
+
+
 def raise_if_stopped() -> None:
+    if STATE.abort_reason is not None:
+        raise SearchAborted(STATE.abort_reason)
     if STATE.requested:
         raise SearchStopped(STATE.signum)  # type: ignore[arg-type]

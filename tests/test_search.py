@@ -49,7 +49,10 @@ def test_evolution_runs(tmp_path):
 def test_failing_trials_are_recorded_with_their_reason_and_the_search_goes_on(tmp_path):
     result = run_cli(tmp_path, "strategy=random", "search.max_trials=2", "train.optimizer=sgd", "train.lr=1e30",
                      "search.failure_reward=-1")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]  # a search whose every trial failed never exits 0
+    assert "every trial failed" in result.stderr
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert len(output) < 20 and "Traceback" not in result.stdout + result.stderr, "\n".join(output)
     trials = read_trials(tmp_path)
     assert len(trials) == 2
     for trial in trials:

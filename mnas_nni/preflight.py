@@ -1,0 +1,52 @@
+"""What can be checked before the first trial is: a setting that would fail every trial fails the search at
+startup, in one line that names the fix."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mnas_core.errors import ConfigError, DatasetNotFoundError, one_line
+
+SAMPLES_DECODED = 4  # training samples read at startup (spread over the split): corrupt files fail here
+
+
+def check_writable(folder: Path, what: str, fix: str) -> None:
+    """`folder` (created if missing) accepts a new file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".mnas-write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{what} {folder} is not writable ({err.strerror or one_line(err)}); {fix}") from None
+
+
+def check_folders(run_dir: Path, latency: dict[str, Any]) -> None:
+    check_writable(run_dir, "the run directory", "set hydra.run.dir to a writable folder")
+    # NNI writes its experiment manifest under $HOME whatever the working directory (nni/experiment/config).
+    home = Path(os.path.expanduser("~"))
+    check_writable(home / "nni-experiments", "NNI's manifest folder",
+                   "NNI always writes ~/nni-experiments: run with HOME set to a writable folder")
+    if latency.get("cache_path"):
+        check_writable(Path(str(latency["cache_path"])).expanduser().parent, "the latency cache folder",
+                       "set latency.cache_path to a file in a writable folder, or latency.cache_path=null")
+    check_writable(Path(str(latency["lock_dir"])).expanduser(), "the latency lock folder",
+                   "set latency.lock_dir to a writable folder")
+
+
+def check_data_decodes(datamodule: Any) -> None:
+    """Read a few training samples: an unreadable or corrupt dataset fails here, not in every trial."""
+    dataset = getattr(datamodule, "train_dataset", None)
+    if dataset is None or not hasattr(dataset, "__getitem__"):
+        return
+    size = len(dataset)
+    if size == 0:
+        raise DatasetNotFoundError("the training split is empty; check data.root (and data.holdout)")
+    for index in sorted({round(i * (size - 1) / max(1, SAMPLES_DECODED - 1)) for i in range(SAMPLES_DECODED)}):
+        try:
+            dataset[index]
+        except Exception as err:  # noqa: BLE001 - any decoder error means the same to the user
+            raise DatasetNotFoundError(f"training sample {index} cannot be read ({type(err).__name__}: "
+                                       f"{one_line(err)}); check the files under data.root") from None
