@@ -3,11 +3,13 @@ device fault then costs no training), then a short proxy training for accuracy."
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from typing import Any
 
+import torch
 from torch import nn
 
 from evaluators.base import TrialEvaluator, TrialParts
@@ -30,6 +32,17 @@ def measure_with_retries(parts: TrialParts, model: nn.Module, arch_key: str) -> 
         raise type(err)(f"{err} (gave up after {retries + 1} attempts)") from None
 
 
+def seeded_init(model: nn.Module, seed: int, arch_key: str) -> None:
+    """Initial weights drawn from the search seed and the architecture alone, so a trial's result does not
+    depend on what ran before it in the process: a resumed search reproduces the trials of an unbroken one."""
+    if not hasattr(model, "reset_parameters"):
+        return
+    digest = int(hashlib.sha256(f"{seed}:{arch_key}".encode()).hexdigest()[:8], 16)
+    with torch.random.fork_rng():
+        torch.manual_seed(digest)
+        model.reset_parameters()
+
+
 class ProxyEvaluator(TrialEvaluator):
     kind = "proxy"
 
@@ -45,6 +58,7 @@ class ProxyEvaluator(TrialEvaluator):
         started = time.perf_counter()
         measured = measure_with_retries(self.parts, model, arch_key)
         measure_seconds = time.perf_counter() - started
+        seeded_init(model, self.parts.seed, arch_key)
         proxy = train_proxy(model, self.parts.datamodule, seed=self.parts.seed, **self.parts.train)
         if not math.isfinite(proxy.accuracy):
             raise TrialError(f"validation accuracy is {proxy.accuracy}; lower the learning rate")

@@ -10,6 +10,7 @@ import contextlib
 import getpass
 import json
 import logging
+import os
 import posixpath
 import re
 import shlex
@@ -170,8 +171,25 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
             return engine
 
         def save_checkpoint(self) -> None:
-            if not stopped():
-                super().save_checkpoint()
+            """NNI's own writes config.json and state.ckpt in place (open('w'), torch.save), so a search
+            killed while it saves leaves a checkpoint that cannot be loaded; each file is written under a
+            temporary name and renamed."""
+            if stopped():
+                return
+            import nni
+            from nni.nas.utils.serializer import get_default_serializer
+
+            directory = self._checkpoint_directory
+            directory.mkdir(parents=True, exist_ok=True)
+            config = directory / ".config.json.tmp"
+            with config.open("w", encoding="utf-8") as f:
+                nni.dump(self.config.json(), fp=f, indent=2)
+            os.replace(config, directory / "config.json")
+            if self._engine is not None:
+                serializer = get_default_serializer()
+                serializer.save(self.state_dict(), directory / ".state.ckpt.tmp")
+                os.replace(f"{directory / '.state.ckpt.tmp'}{serializer.suffix}",
+                           f"{directory / 'state.ckpt'}{serializer.suffix}")
 
     return RecordingExperiment(space, evaluator, strategy, config, id=experiment_id)
 

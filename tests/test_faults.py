@@ -15,43 +15,66 @@ import pytest
 from evaluators.latency import read_intervals
 from tests.cli import FAST, read_trials, run_cli
 
-PPO = ["strategy=ppo_rnn", "strategy.seed=0"]
-
 
 def blocks(trials: list[dict]) -> list[list[str]]:
     return [t["arch"]["blocks"] for t in trials]
 
 
+def final_strategy_state(run_dir: Path) -> dict:
+    """The strategy's state in the search's last NNI checkpoint."""
+    import torch
+
+    (checkpoint,) = run_dir.glob("nni/*/checkpoint/state.ckpt*")
+    return torch.load(checkpoint, weights_only=False)["strategy"]
+
+
+def controller_history(word: str, state: dict) -> tuple:
+    if word == "ppo_rnn":
+        return [tuple(k) for k, _ in state["history"]], [r for _, r in state["history"]], len(state["update_stats"])
+    return [(dict(i.x), i.y) for i in state["population"]], state["individual_counter"]
+
+
+STRATEGIES = {"ppo_rnn": ["strategy=ppo_rnn", "strategy.seed=0", "strategy.batch_size=2"],
+              "evolution": ["strategy=evolution", "strategy.seed=0", "strategy.population_size=2",
+                            "strategy.sample_size=1"]}
+TRIALS = 4
+
+
 @pytest.mark.slow
-def test_killed_search_resumes_at_the_next_trial_with_the_same_controller_state(tmp_path):
+@pytest.mark.parametrize(("word", "kill_after"), [("ppo_rnn", 1), ("ppo_rnn", 3), ("evolution", 2)])
+def test_killed_search_resumes_with_exactly_the_controller_history_of_an_unkilled_one(tmp_path, word, kill_after):
+    """kill -9 after trial k, resume: the same trials, and the controller ends with the same history and
+    update count as a search that was never killed (latencies shared through one cache)."""
+    strategy = [*STRATEGIES[word], f"search.max_trials={TRIALS}", f"latency.cache_path={tmp_path / 'shared.sqlite'}"]
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference_dir.mkdir(), killed_dir.mkdir()
-    result = run_cli(reference_dir, *PPO, "search.max_trials=5")
+    result = run_cli(reference_dir, *strategy)
     assert result.returncode == 0, result.stderr[-3000:]
     reference = read_trials(reference_dir)
 
     db = killed_dir / "mlflow.db"
     tracking = ["tracking=mlflow", f"tracking.tracking_uri=sqlite:///{db}"]
     run_dir = killed_dir / "run"
-    args = [sys.executable, "-m", "mnas_nni", *FAST, *PPO, *tracking, "search.max_trials=5",
-            f"latency.cache_path={killed_dir / 'latency.sqlite'}", f"latency.lock_dir={killed_dir / 'locks'}",
-            f"hydra.run.dir={run_dir}"]
+    args = [sys.executable, "-m", "mnas_nni", *FAST, *tracking, f"latency.lock_dir={killed_dir / 'locks'}",
+            f"hydra.run.dir={run_dir}", *strategy]
     search = subprocess.Popen(args, cwd=killed_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     deadline = time.monotonic() + 300
-    while len(read_trials(killed_dir)) < 2 and time.monotonic() < deadline and search.poll() is None:
-        time.sleep(0.2)
+    while len(read_trials(killed_dir)) < kill_after and time.monotonic() < deadline and search.poll() is None:
+        time.sleep(0.05)
     os.killpg(search.pid, signal.SIGKILL)
     search.wait()
     finished_before_kill = read_trials(killed_dir)
-    assert 2 <= len(finished_before_kill) < 5
+    assert kill_after <= len(finished_before_kill) < TRIALS
 
-    result = run_cli(killed_dir, *PPO, *tracking, "search.max_trials=5", f"search.resume={run_dir}")
+    result = run_cli(killed_dir, *tracking, f"search.resume={run_dir}", *strategy)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = read_trials(killed_dir)
-    assert [t["trial"] for t in trials] == [1, 2, 3, 4, 5]  # nothing lost, nothing run twice
+    assert [t["trial"] for t in trials] == list(range(1, TRIALS + 1))  # nothing lost, nothing run twice
     assert trials[: len(finished_before_kill)] == finished_before_kill
-    assert blocks(trials) == blocks(reference)  # the controller continued from its checkpointed state
+    assert blocks(trials) == blocks(reference)
+    assert controller_history(word, final_strategy_state(run_dir)) == \
+        controller_history(word, final_strategy_state(reference_dir / "run"))
 
     from mlflow.tracking import MlflowClient
 
@@ -59,7 +82,10 @@ def test_killed_search_resumes_at_the_next_trial_with_the_same_controller_state(
     runs = client.search_runs([client.get_experiment_by_name("mnas-nni").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 5
+    assert len(parents) == 1 and len(children) == TRIALS
+    if word == "ppo_rnn":  # no controller update was logged twice
+        steps = [m.step for m in client.get_metric_history(parents[0].info.run_id, "controller/policy_loss")]
+        assert steps and sorted(steps) == list(range(TRIALS // 2))
 
 
 def test_resume_without_a_checkpoint_is_one_line(tmp_path):
@@ -72,7 +98,7 @@ def test_resume_without_a_checkpoint_is_one_line(tmp_path):
 def test_a_trial_past_its_timeout_is_stopped_and_recorded(tmp_path):
     result = run_cli(tmp_path, "strategy=random", "search.max_trials=2", "search.trial_timeout_s=2",
                      "train.epochs=500", "train.limit_train_batches=null")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]  # every trial failed
     trials = read_trials(tmp_path)
     assert len(trials) == 2
     for trial in trials:
