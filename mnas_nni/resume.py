@@ -56,6 +56,55 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / CONFIG_FILE)
 
 
+# What a resume may change without changing what a trial means: the budget, where it is tracked, and resume itself.
+RESUME_MAY_CHANGE = ("search.max_trials", "search.resume", "search.resume_override", "tracking.")
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(config, dict):
+        return {prefix.rstrip("."): config}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | None = None) -> dict[str, Any]:
+    """The original run's config, with what a resume may change taken from `current`. A setting given on this
+    command line (`given`: the override keys, e.g. `train.epochs`, `strategy`; None: every setting) that
+    differs from the run's is refused in one line, unless `search.resume_override=true` (then `current`)."""
+    import yaml
+
+    path = run_dir / CONFIG_FILE
+    try:
+        original = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return current  # a run from before the file existed: today's config, as before
+    if current["search"].get("resume_override"):
+        return current
+    before, now = flatten(original), flatten(current)
+    allowed = [k for k in set(before) | set(now) if k.startswith(RESUME_MAY_CHANGE)]
+    derived = ("search_space.num_classes", "search_space.resolution")  # filled in from the data
+    def was_given(key: str) -> bool:
+        return given is None or any(key == g or key.startswith(f"{g}.") for g in given)
+
+    changed = sorted(k for k in set(before) | set(now) if k not in allowed and k not in derived
+                     and was_given(k) and before.get(k) != now.get(k))
+    if changed:
+        key = changed[0]
+        raise ResumeError(f"search.resume: {key} was {before.get(key)!r} in {run_dir}, now {now.get(key)!r}; a "
+                          "resume keeps its run's config (only search.max_trials and tracking.* may change): drop "
+                          "the override, or add search.resume_override=true")
+    if current["search"]["max_trials"] < original["search"]["max_trials"]:
+        raise ResumeError(f"search.resume: search.max_trials may only grow (was {original['search']['max_trials']}, "
+                          f"now {current['search']['max_trials']})")
+    merged = dict(original)
+    merged["search"] = {**original["search"], **{k: current["search"][k] for k in current["search"]
+                                                 if f"search.{k}".startswith(RESUME_MAY_CHANGE)}}
+    merged["tracking"] = current["tracking"]
+    return merged
+
+
 def arch_key(arch: dict[str, Any] | None) -> str:
     return json.dumps(arch, sort_keys=True)
 

@@ -36,6 +36,15 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path.cwd()
 
 
+def given_overrides() -> list[str] | None:
+    """The keys set on this command line (`train.epochs=2` -> `train.epochs`), or None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+
+
 def check_search_settings(search: dict[str, Any]) -> None:
     if search["execution"] not in EXECUTIONS:
         raise ConfigError(f"search.execution={search['execution']!r} is unknown; use one of {', '.join(EXECUTIONS)}")
@@ -74,9 +83,12 @@ def build_parts(cfg: DictConfig, run_dir: Path | None = None) -> SearchParts:
     search = config["search"]
     check_search_settings(search)
     resume_state: dict[str, Any] = {}
-    if search.get("resume"):  # continue an earlier search in its own run directory
+    if search.get("resume"):  # continue an earlier search in its own run directory, with its own config
         run_dir = resume.find_run_dir(search["resume"], Path.cwd() / "outputs")
         resume_state = resume.read_state(run_dir)
+        config = resume.resumed_config(run_dir, config, given_overrides())
+        cfg = OmegaConf.create(config)
+        search = config["search"]
     run_dir = Path(run_dir or run_dir_of(cfg)).resolve()
     preflight.check_folders(run_dir, config["latency"])
     remote: dict[str, Any] = {}

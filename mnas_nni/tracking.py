@@ -26,7 +26,8 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -199,6 +200,22 @@ def ui_link(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port
             f"http://{host}:{port}/{runs}")
 
 
+@contextmanager
+def store_creation_lock(tracking_uri: str) -> Iterator[None]:
+    """Searches started at once against one new SQLite store would race on MLflow's schema migration (and
+    leave an `_alembic_tmp_*` table that breaks every later start): the first connection is serialised by a
+    file lock beside the database."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    database = Path(tracking_uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(database) + ".lock", timeout=300):
+        yield
+
+
 def check_reachable(uri: str, timeout_s: float = 3.0, fix: str = "start it or set tracking=none") -> None:
     """Raise ConfigError at once when an http(s) tracking server does not answer; other stores pass."""
     if not uri.startswith(("http://", "https://")):
@@ -318,8 +335,9 @@ class MlflowTracker(SearchObserver):
         logging.getLogger("alembic").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy is deprecated")
         try:
-            self.client = MlflowClient(self.tracking_uri)
-            self.experiment_id = self._experiment_id()
+            with store_creation_lock(self.tracking_uri):
+                self.client = MlflowClient(self.tracking_uri)
+                self.experiment_id = self._experiment_id()
             self.parent_run_id = self._resume_parent(info) if info.resumed else None
             if self.parent_run_id is None:
                 self.parent_run_id = self._create_parent(info)
@@ -327,6 +345,11 @@ class MlflowTracker(SearchObserver):
             raise
         except Exception as err:  # noqa: BLE001 - one clear line instead of a stack trace from deep in MLflow
             reason = redact_uri(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            if "_alembic_tmp" in str(err):
+                store = self.tracking_uri[len("sqlite:///"):]
+                raise ConfigError(f"the MLflow store {store} was left half-migrated by an interrupted start "
+                                  f"({reason}); move it aside (mv {store} {store}.damaged) to start a new one, or "
+                                  "set tracking.tracking_uri to another store") from None
             raise ConfigError(f"MLflow tracking at {redact_uri(self.tracking_uri)} cannot start ({reason}); "
                               "fix tracking.tracking_uri or set tracking=none") from None
         log.info("MLflow: experiment %r (id %s), run %s at %s", self.experiment_name, self.experiment_id,
