@@ -56,6 +56,10 @@ def resolve_source(source: str, trial: int | None = None,
         return load_preset(source), {}
     if source.startswith("runs:/") or RUN_ID.match(source):
         return from_mlflow(source, tracking_uri)
+    if path.is_dir():
+        raise ArchitectureError(f"folder {path} holds neither trials.jsonl (a search's run directory has one once a "
+                                "trial finished) nor arch.json (an exported model); give a run directory, a "
+                                f"trials.jsonl, an arch.json or a preset ({', '.join(PRESETS)})")
     raise ArchitectureError(f"{source} is neither a file nor a preset ({', '.join(PRESETS)}) nor an MLflow run id")
 
 

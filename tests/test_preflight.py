@@ -63,3 +63,29 @@ def test_a_search_whose_first_trials_all_fail_alike_stops_with_the_reason(tmp_pa
     assert "the first 2 trials all failed" in result.stderr and "non-finite loss" in result.stderr
     trials = read_trials(tmp_path)
     assert [t["status"] for t in trials] == ["failed", "failed"]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["mnasnet_a1", "--resolution", "0"], "--resolution must be at least 8"),
+    (["mnasnet_a1", "--num-classes", "0"], "--num-classes must be at least 1"),
+    (["no_such_arch"], "nor block strings"),
+])
+def test_describe_says_what_is_wrong(argv, fragment, capsys):
+    from mnas_nni.describe import main
+
+    assert main(argv) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_describe_takes_block_strings(capsys):
+    from mnas_nni.describe import main
+
+    assert main(["r1_k3_s11_e1_i32_o16, r2_k5_s22_e6_i16_o24", "--resolution", "32", "--json"]) == 0
+    assert '"r2_k5_s22_e6_i16_o24"' in capsys.readouterr().out
+
+
+def test_export_of_a_folder_without_trials_says_what_it_needs(tmp_path, capsys):
+    from mnas_nni.export import main
+
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "holds neither trials.jsonl" in capsys.readouterr().err
