@@ -121,3 +121,21 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_step_count(tmp_path: Path) -
     assert other.returncode == 2
     line = other.stderr.strip().splitlines()[-1]
     assert "is a checkpoint of another architecture (mnasnet_small" in line and "mnasnet_a1" in line
+
+
+def test_an_exported_folder_names_its_search_for_the_trainer(tmp_path: Path) -> None:
+    from mnas_nni.export import export, search_provenance
+    from mnas_nni.train_support import resolve_arch
+    from search_spaces import load_preset
+
+    run_dir = tmp_path / "search"
+    run_dir.mkdir()
+    (run_dir / "trials.jsonl").write_text("")
+    assert search_provenance(str(run_dir)) == {"search_run_dir": str(run_dir.resolve())}
+    assert search_provenance("runs:/0123456789abcdef0123456789abcdef") == {
+        "mlflow_run": "runs:/0123456789abcdef0123456789abcdef"}
+    assert search_provenance("mnasnet_a1") == {}
+    paths = export(load_preset("mnasnet_small"), tmp_path / "best", 10, 32,
+                   provenance=search_provenance(str(run_dir)))
+    source = resolve_arch(str(paths["arch.json"].parent))
+    assert source.arch.name == "mnasnet_small" and source.search_run_dir == str(run_dir.resolve())
