@@ -103,13 +103,19 @@ def trainer_flags(recipe: dict[str, Any]) -> dict[str, Any]:
     return flags
 
 
+def run_dir_of() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+
+
 def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train `retrain.arch` with the recipe; returns the final metrics (also in results.json)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.utilities import rank_zero_only
 
     from evaluators.retrain import RetrainModule
-    from mnas_nni.search import run_dir_of
 
     if "retrain" not in cfg:
         raise ConfigError("no retrain settings in the config; add +experiment=retrain")
@@ -124,7 +130,7 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequen
     if recipe.get("init", "scratch") == "supernet":
         raise ConfigError("retrain.init=supernet is not available yet: this project has no weight-sharing supernet "
                           "to inherit weights from; use retrain.init=scratch")
-    run_dir, ckpt_path = resume_point(recipe.get("resume"), Path(run_dir or run_dir_of(cfg)).resolve())
+    run_dir, ckpt_path = resume_point(recipe.get("resume"), Path(run_dir or run_dir_of()).resolve())
     run_dir.mkdir(parents=True, exist_ok=True)
     last_ckpt = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if ckpt_path:
@@ -147,9 +153,10 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequen
     state_path = run_dir / STATE_FILE
     state = json.loads(state_path.read_text()) if ckpt_path and state_path.is_file() else {}
     logger = mlflow_logger(resolved.get("tracking") or {}, source, recipe, run_dir, state.get("mlflow_run_id"))
-    if logger:
+    if logger and logger.run_id:
         state["mlflow_run_id"] = logger.run_id
-    state_path.write_text(json.dumps(state))
+    if rank_zero_only.rank == 0:
+        state_path.write_text(json.dumps(state))
 
     every = int(recipe.get("checkpoint_every_steps") or 0)
     if every < 1:

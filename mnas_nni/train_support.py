@@ -96,9 +96,13 @@ def mlflow_logger(tracking: dict[str, Any], source: ArchSource, recipe: dict[str
 
     from mnas_nni.tracking import check_reachable, flatten_params, resolve_tracking_uri
 
+    from pytorch_lightning.utilities import rank_zero_only
+
     uri = resolve_tracking_uri(tracking.get("tracking_uri"))
     check_reachable(uri)
     name = str(tracking.get("experiment_name") or "mnas-nni")
+    if rank_zero_only.rank != 0:  # other processes of a multi-GPU run log nothing: no run of their own
+        return MLFlowLogger(experiment_name=name, tracking_uri=uri, run_id=run_id)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
