@@ -93,10 +93,9 @@ def mlflow_logger(tracking: dict[str, Any], source: ArchSource, recipe: dict[str
     from mlflow import MlflowClient
     from mlflow.entities import Param
     from pytorch_lightning.loggers import MLFlowLogger
+    from pytorch_lightning.utilities import rank_zero_only
 
     from mnas_nni.tracking import check_reachable, flatten_params, resolve_tracking_uri
-
-    from pytorch_lightning.utilities import rank_zero_only
 
     uri = resolve_tracking_uri(tracking.get("tracking_uri"))
     check_reachable(uri)

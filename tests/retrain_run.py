@@ -42,7 +42,7 @@ def _killed_run(kill_at_step: int, run_dir: Path, overrides: list[str]) -> None:
     from mnas_nni.train import run_training
 
     class KillAfterStep(Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if trainer.global_step >= kill_at_step:
                 os.kill(os.getpid(), signal.SIGKILL)
 

@@ -35,7 +35,7 @@ def test_class_count_comes_from_the_folder_and_val_split_reads_val_wnid(tmp_path
     assert [label for path, label in final.val_samples] == [WNIDS.index(Path(p).parent.name) for p, _ in
                                                             final.val_samples]
     images, labels = next(iter(final.val_dataloader()))
-    assert images.shape == (6, 3, 32, 32)
+    assert images.shape == (6, 3, 32, 32) and labels.tolist() == [label for _, label in final.val_samples]
     with pytest.raises(ConfigError, match="data.val_split must be one of holdout, val"):
         ImageNetDataModule(root, val_split="test")
 

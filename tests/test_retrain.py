@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from evaluators.retrain import RecipeSchedule, TfEma, rmsprop_tf_eps
 from mnas_core.errors import ArchitectureError, ConfigError, DatasetNotFoundError
 from mnas_nni.__main__ import config_dir
 from mnas_nni.train import build_datamodule, check_recipe, run_training
-from tests.imagenet_folder import WNIDS, write_imagenet_folder
+from tests.imagenet_folder import write_imagenet_folder
 from tests.retrain_run import TINY, run_and_kill, run_train
 
 
