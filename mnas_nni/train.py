@@ -114,6 +114,7 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequen
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.utilities import rank_zero_only
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from evaluators.retrain import RetrainModule
 
@@ -167,8 +168,9 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequen
         trainer = pl.Trainer(max_epochs=int(recipe["epochs"]), logger=logger, callbacks=[checkpoint, *callbacks],
                              default_root_dir=str(run_dir), log_every_n_steps=min(50, every),
                              num_sanity_val_steps=0, **trainer_flags(recipe))
-    except (ValueError, TypeError, RuntimeError) as err:  # Lightning's own checks of accelerator/devices/...
-        raise ConfigError(f"retrain.trainer: {' '.join(str(err).split())[:200]}") from None
+    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as err:  # Lightning's flag checks
+        raise ConfigError(f"retrain.trainer: {' '.join(str(err).split())[:200]} (check retrain.trainer.accelerator, "
+                          "devices, strategy and precision)") from None
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.global_rank != 0:
         return {}
