@@ -141,8 +141,11 @@ class RetrainModule(pl.LightningModule):
             self.history.append({"epoch": self.current_epoch, "step": self.global_step, **values})
 
     def on_train_epoch_end(self) -> None:
-        self.log("train_loss", self.train_loss.compute())
+        train_loss = float(self.train_loss.compute())
         self.train_loss.reset()
+        self.log("train_loss", train_loss)
+        if self.history and self.history[-1]["epoch"] == self.current_epoch:  # validation ran before this hook
+            self.history[-1]["train_loss"] = train_loss
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
