@@ -1,7 +1,7 @@
 """Full training of one architecture with the MnasNet recipe, as a LightningModule.
 
 The recipe (conf/experiment/retrain.yaml) follows the paper (section 5) and the official TensorFlow code:
-RMSProp (decay 0.9, momentum 0.9, epsilon inside the square root as in TF), a linear warm-up to the peak
+RMSProp (decay 0.9, momentum 0.9, epsilon inside the square root and the mean square starting at 1, as in TF), a linear warm-up to the peak
 learning rate, then a staircase exponential decay counted from step 0, label smoothing, dropout, TF-style
 BatchNorm momentum, L2 weight decay on weights only, and an exponential moving average of the weights (and
 BatchNorm statistics) that is evaluated beside the raw weights.
@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mnas_core.errors import ConfigError, TrialError
 
-__all__ = ["RecipeSchedule", "RetrainModule", "TfEma", "apply_recipe_to_model", "rmsprop_tf_eps"]
+__all__ = ["RecipeSchedule", "RetrainModule", "TfEma", "apply_recipe_to_model", "init_rmsprop_like_tf", "rmsprop_tf_eps"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,22 @@ def rmsprop_tf_eps(tf_epsilon: float) -> float:
     """TF adds epsilon inside the square root (sqrt(ms + eps)), PyTorch outside (sqrt(ms) + eps): the PyTorch
     epsilon that matches TF's where it matters (small ``ms``) is ``sqrt(eps)``."""
     return math.sqrt(tf_epsilon)
+
+
+def init_rmsprop_like_tf(optimizer: torch.optim.RMSprop) -> None:
+    """TF's RMSProp starts its mean square at 1, PyTorch's at 0: from 0 the first steps divide by the square
+    root of one squared gradient and move every weight by about lr / sqrt(1 - decay) at once. Seeding
+    PyTorch's own state (which it then uses as is) gives TF's start."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state[param]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["square_avg"] = torch.ones_like(param, memory_format=torch.preserve_format)
+                if group["momentum"] > 0:
+                    state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                if group["centered"]:
+                    state["grad_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
 
 def apply_recipe_to_model(model: nn.Module, *, dropout: float, bn_momentum: float, bn_epsilon: float) -> None:
@@ -171,6 +187,7 @@ class RetrainModule(pl.LightningModule):
             self._parameter_groups(), lr=float(recipe["lr"]), alpha=float(recipe["rmsprop_decay"]),
             eps=rmsprop_tf_eps(float(recipe["rmsprop_epsilon"])), momentum=float(recipe["momentum"]),
         )
+        init_rmsprop_like_tf(optimizer)
         steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches)) / max(1, self.trainer.max_epochs)
         schedule = RecipeSchedule(steps_per_epoch, float(recipe["warmup_epochs"]), float(recipe["lr_decay"]),
                                   float(recipe["lr_decay_epochs"]))
