@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,16 @@ def test_an_exported_folder_names_its_search_for_the_trainer(tmp_path: Path) -> 
                    provenance=search_provenance(str(run_dir)))
     source = resolve_arch(str(paths["arch.json"].parent))
     assert source.arch.name == "mnasnet_small" and source.search_run_dir == str(run_dir.resolve())
+
+
+def test_rmsprop_starts_like_tf() -> None:
+    from evaluators.retrain import init_rmsprop_like_tf
+
+    lr, eps = 0.01, 1e-3
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.RMSprop([weight], lr=lr, alpha=0.9, eps=rmsprop_tf_eps(eps), momentum=0.9)
+    init_rmsprop_like_tf(optimizer)
+    weight.grad = torch.ones(1)
+    optimizer.step()
+    tf_mean_square = 0.9 * 1.0 + 0.1 * 1.0**2  # TF: ms starts at 1; update lr * g / sqrt(ms + eps)
+    assert float(-weight) == pytest.approx(lr / math.sqrt(tf_mean_square + eps), rel=0.05)
