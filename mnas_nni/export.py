@@ -9,6 +9,8 @@ parent run id: its best trial by reward). DIR receives:
     state_dict.pt   the weights: --weights if given, else the seeded initialisation
     model.onnx      batch 1, opset 17
     retrain.yaml    the full-training recipe (conf/experiment/retrain.yaml) filled in for this model
+    source.json     the search it came from (run directory or MLflow run), when SOURCE is one; the trainer
+                    (`python -m mnas_nni.train retrain.arch=DIR`) nests its MLflow run under that search's
 """
 
 from __future__ import annotations
@@ -395,8 +397,9 @@ def render_retrain_yaml(arch_path: Path, name: str, num_classes: int, resolution
 
 
 def export(arch: ArchSpec, out_dir: str | Path, num_classes: int = 1000, resolution: int = 224,
-           weights: str | Path | None = None, seed: int = 0) -> dict[str, Path]:
-    """Write model.py, arch.json, state_dict.pt, model.onnx and retrain.yaml into `out_dir`."""
+           weights: str | Path | None = None, seed: int = 0,
+           provenance: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write model.py, arch.json, state_dict.pt, model.onnx and retrain.yaml (and source.json) into `out_dir`."""
     import torch
 
     if num_classes < 1 or resolution < 8:
@@ -418,7 +421,22 @@ def export(arch: ArchSpec, out_dir: str | Path, num_classes: int = 1000, resolut
     paths["retrain.yaml"].write_text(
         render_retrain_yaml(paths["arch.json"], arch.name or "the exported model", num_classes, resolution),
         encoding="utf-8")
+    if provenance:
+        paths["source.json"] = out / "source.json"
+        paths["source.json"].write_text(json.dumps(dict(provenance), indent=2), encoding="utf-8")
     return paths
+
+
+def search_provenance(source: str) -> dict[str, str]:
+    """The search SOURCE belongs to: its run directory, or the MLflow run it names."""
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "trials.jsonl").is_file():
+        return {"search_run_dir": str(path.resolve())}
+    if path.is_file() and path.suffix == ".jsonl":
+        return {"search_run_dir": str(path.parent.resolve())}
+    if not path.exists() and (source.startswith("runs:/") or RUN_ID.match(source)):
+        return {"mlflow_run": source}
+    return {}
 
 
 # ---------------------------------------------------------------- CLI
@@ -439,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         arch, hints = resolve_source(args.source, args.trial, args.tracking_uri)
         num_classes = args.num_classes or hints.get("num_classes", 1000)
         resolution = args.resolution or hints.get("resolution", 224)
-        paths = export(arch, args.out, num_classes, resolution, args.weights, args.seed)
+        paths = export(arch, args.out, num_classes, resolution, args.weights, args.seed,
+                       provenance=search_provenance(args.source))
     except MnasNniError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -56,8 +56,12 @@ def check_search_settings(search: dict[str, Any]) -> None:
 
 def build_space(cfg: DictConfig, datamodule: Any):
     overrides = {"resolution": int(datamodule.resolution)}
-    if cfg.search_space.get("num_classes") is None:
-        overrides["num_classes"] = int(datamodule.num_classes)
+    wanted, classes = cfg.search_space.get("num_classes"), int(datamodule.num_classes)
+    if wanted is None:
+        overrides["num_classes"] = classes
+    elif int(wanted) != classes:
+        raise ConfigError(f"search_space.num_classes={wanted} but the data has {classes} classes; "
+                          "drop the override (null takes the data's) or point data.root at the matching data")
     return instantiate(cfg.search_space, "search_space", _convert_="all", **overrides)  # plain lists: NNI traces them
 
 

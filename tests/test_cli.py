@@ -31,7 +31,7 @@ def test_imagenet_experiment_is_the_papers_setting():
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     assert config["data"]["_target_"] == "evaluators.data.ImageNetDataModule"
-    assert config["data"]["resolution"] == 224 and config["search_space"]["num_classes"] == 1000
+    assert config["data"]["resolution"] == 224 and config["search_space"]["num_classes"] is None
     assert config["reward"] == {"_target_": "evaluators.reward.MnasReward", "target_ms": 75.0, "alpha": -0.07,
                                 "beta": -0.07}
     assert config["train"]["epochs"] == 5 and config["search"]["max_trials"] == 8000

@@ -218,7 +218,7 @@ def test_imagenet_missing_or_empty_folder_fails_at_construction(tmp_path: Path) 
     (tmp_path / "train" / WNIDS[0]).mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError) as empty:
         ImageNetDataModule(tmp_path)
-    assert_one_line(empty, "no images found", "found 1 folders")
+    assert_one_line(empty, f"class folder {tmp_path / 'train' / WNIDS[0]} holds no images", "found 1 folders")
 
 
 def test_imagenet_config_requires_root_then_instantiates(tmp_path: Path) -> None:
