@@ -1,0 +1,148 @@
+"""The layer-wise latency table of one device at one resolution: a JSON file, built once, resumable.
+
+    {"format": "mnas-nni/latency-table-v1", "device": ..., "runtime": ..., "resolution": 32,
+     "description": {...device.describe()...},
+     "layers": {signature: median_ms, ...},                 # every piece measured once (see layers.py)
+     "spaces": {space_hash: {"space": {...}, "layers": n, "complete": true, "seconds": s}},
+     "calibration": {"models": [{"arch_key", "sum_ms", "count", "measured_ms", "origin"}], "fit": {...}}}
+
+The file is rewritten atomically (write a temporary file, then rename) every few layers, so a killed build,
+or a device lost half way, leaves a valid table holding what was measured; the same build command continues
+from there. A table answers only for the device, runtime and resolution it was built for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mnas_core.errors import ConfigError
+
+TABLE_FORMAT = "mnas-nni/latency-table-v1"
+DEFAULT_TABLE_DIR = Path("~/.cache/mnas-nni/latency-tables")
+BUILD_HINT = "python -m mnas_nni.latency_table build (with the search's device/search_space/data overrides)"
+
+
+def default_table_path(device_name: str, resolution: int, table_dir: str | Path = DEFAULT_TABLE_DIR) -> Path:
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", device_name)[:80]
+    return Path(table_dir).expanduser() / f"{readable}-{int(resolution)}px.json"
+
+
+class LatencyTable:
+    """The table file's content, in memory. ``layers`` maps a piece signature to its median latency (ms)."""
+
+    def __init__(self, path: str | Path, device: str, runtime: str, resolution: int,
+                 description: dict[str, Any] | None = None, data: dict[str, Any] | None = None):
+        self.path = Path(path).expanduser()
+        data = data or {}
+        self.device, self.runtime, self.resolution = device, runtime, int(resolution)
+        self.description = description or data.get("description") or {}
+        self.layers: dict[str, float] = {k: float(v) for k, v in data.get("layers", {}).items()}
+        self.spaces: dict[str, dict[str, Any]] = dict(data.get("spaces", {}))
+        calibration = data.get("calibration", {})
+        self.models: list[dict[str, Any]] = list(calibration.get("models", []))
+        self.fit: dict[str, Any] | None = calibration.get("fit")
+
+    # ------------------------------------------------------------ file
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        """Read a table file; a missing one names the build command, a damaged one says so."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"no latency table at {path}; build it first: {BUILD_HINT}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+                raise ValueError(f"not a {TABLE_FORMAT} file")
+            return cls(path, str(data["device"]), str(data["runtime"]), int(data["resolution"]), data=data)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"latency table {path} is damaged ({str(err)[:80]}); delete it and rebuild: "
+                              f"{BUILD_HINT}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": TABLE_FORMAT, "device": self.device, "runtime": self.runtime,
+                "resolution": self.resolution, "description": self.description, "layers": self.layers,
+                "spaces": self.spaces, "calibration": {"models": self.models, "fit": self.fit}}
+
+    def save(self) -> None:
+        """Replace the file atomically: readers and a later resume only ever see a complete table."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def check_matches(self, device: str | None = None, runtime: str | None = None,
+                      resolution: int | None = None) -> None:
+        """Refuse a table built for another device, runtime or resolution, saying which differs."""
+        wanted = {"device": device, "runtime": runtime, "resolution": resolution}
+        have = {"device": self.device, "runtime": self.runtime, "resolution": self.resolution}
+        differs = [f"{k} {have[k]!r} (this run: {v!r})" for k, v in wanted.items() if v is not None and v != have[k]]
+        if differs:
+            raise ConfigError(f"latency table {self.path} was built for another setup: {'; '.join(differs)}; "
+                              f"build one for this setup ({BUILD_HINT}) or set latency.table to another file")
+
+    # ------------------------------------------------------------ calibration points
+
+    def calibration_keys(self) -> set[str]:
+        return {m["arch_key"] for m in self.models}
+
+    def add_model(self, arch_key: str, sum_ms: float, count: int, measured_ms: float, origin: str) -> None:
+        self.models.append({"arch_key": arch_key, "sum_ms": float(sum_ms), "count": int(count),
+                            "measured_ms": float(measured_ms), "origin": origin})
+
+
+def open_table(path: str | Path, device: str, runtime: str, resolution: int,
+               description: dict[str, Any] | None = None) -> LatencyTable:
+    """The table at ``path`` to extend (checked against this setup), or a new empty one."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        table = LatencyTable.load(path)
+        table.check_matches(device, runtime, resolution)
+        return table
+    return LatencyTable(path, device, runtime, resolution, description=description)
+
+
+def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Callable[[str], float],
+                   save_every_s: float = 2.0, progress: bool = True) -> int:
+    """Measure the signatures the table lacks, with a progress bar and ETA; save every few seconds.
+
+    Returns how many were measured. On any failure (the device lost, Ctrl-C) what was measured is saved
+    first, so the same build continues from there.
+    """
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    missing = [s for s in signatures if s not in table.layers]
+    if not missing:
+        return 0
+    done, last_save = 0, time.monotonic()
+    columns = (TextColumn("[bold]layers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("layers", total=len(missing))
+            for signature in missing:
+                table.layers[signature] = measure(signature)
+                done += 1
+                bar.advance(task)
+                if time.monotonic() - last_save >= save_every_s:
+                    table.save()
+                    last_save = time.monotonic()
+    finally:
+        if done:
+            table.save()
+    return done
