@@ -54,7 +54,7 @@ class PredictedLatency:
         self.seen: list[tuple[float, float, float]] = []  # (reward, accuracy, latency_ms) of finished trials
         self.verified: list[str] = []                     # arch keys measured on the device, in order
         self._runtime_checked = False
-        self._measure_layer: Callable[[str], float] | None = None
+        self._measure_layers: Callable[[list[str]], list[float]] | None = None
 
     @property
     def device(self) -> Any:
@@ -83,10 +83,9 @@ class PredictedLatency:
 
     def _measure_missing(self, signatures: list[str]) -> None:
         self._check_runtime()
-        if self._measure_layer is None:
-            self._measure_layer = layer_meter(self.device, self.evaluator.lock_dir, self.evaluator.interval_log)
-        for signature in signatures:
-            self.table.layers[signature] = self._measure_layer(signature)
+        if self._measure_layers is None:
+            self._measure_layers = layer_meter(self.device, self.evaluator.lock_dir, self.evaluator.interval_log)
+        self.table.layers.update(zip(signatures, self._measure_layers(signatures)))
         self.table.save()
         log.info("measured %d missing layer(s) on %s and added them to %s", len(signatures), self.device.name,
                  self.table.path)

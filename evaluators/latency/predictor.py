@@ -31,12 +31,11 @@ from search_spaces.space import SpaceConfig
 from .device import LatencyDevice
 from .evaluator import LatencyEvaluator
 from .layers import arch_signatures, piece_of, random_arch, space_description, space_hash, space_signatures
-from .lock import DEFAULT_LOCK_DIR
+from .export import export_onnx
+from .lock import DEFAULT_LOCK_DIR, device_lock
 from .table import BUILD_HINT, LatencyTable, measure_layers, open_table
 
-# A tiny layer's run-to-run spread is timer granularity, not interference; its median is robust, so the
-# evaluator's re-measure-on-spread guard is turned off for layers.
-LAYER_OUTLIER_TOL = 1e9
+LAYERS_PER_CALL = 16  # layers measured per device round trip (and per save of a build's progress)
 
 
 class MissingLayerError(ConfigError):
@@ -120,14 +119,24 @@ class LatencyPredictor:
 
 
 def layer_meter(device: LatencyDevice, lock_dir: str | Path = DEFAULT_LOCK_DIR,
-                interval_log: str | Path | None = None) -> Callable[[str], float]:
-    """signature -> median ms on the device: the piece exported with export_onnx, measured under the device lock."""
-    evaluator = LatencyEvaluator(device, cache_path=None, lock_dir=lock_dir, outlier_rel_tol=LAYER_OUTLIER_TOL,
-                                 workdir=Path(tempfile.gettempdir()) / "mnas-nni-layers", interval_log=interval_log)
+                interval_log: str | Path | None = None) -> Callable[[list[str]], list[float]]:
+    """signatures -> median ms on the device: each piece exported with export_onnx, then all of them measured in
+    one `device.measure_many` call under the device lock (one runner start-up for the lot)."""
+    workdir = Path(tempfile.mkdtemp(prefix="mnas-nni-layers-"))
 
-    def measure(signature: str) -> float:
-        piece = piece_of(signature)
-        return evaluator.measure(piece.make(), signature, piece.input_shape).median_ms
+    def measure(signatures: list[str]) -> list[float]:
+        items = []
+        try:
+            for i, signature in enumerate(signatures):
+                piece = piece_of(signature)
+                items.append((export_onnx(piece.make(), piece.input_shape, workdir / f"layer{i}.onnx"),
+                              piece.input_shape))
+            with device_lock(device.lock_name, lock_dir, interval_log=interval_log):
+                results = device.measure_many(items)
+        finally:
+            for path, _ in items:
+                path.unlink(missing_ok=True)
+        return [r.median_ms for r in results]
 
     return measure
 
@@ -154,7 +163,7 @@ class BuildReport:
 
 def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, evaluator: LatencyEvaluator,
                 calibration_models: int = 40, seed: int = 0, progress: bool = True,
-                log: Callable[[str], None] = print) -> BuildReport:
+                log: Callable[[str], None] = print, layers_per_call: int = LAYERS_PER_CALL) -> BuildReport:
     """Measure every distinct layer of ``config`` at its resolution once, then calibrate on whole models.
 
     ``evaluator`` measures the whole models (the same export -> lock -> measure -> cache path as
@@ -168,7 +177,7 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
     log(f"{device.name} ({table.runtime}), {resolution} px: {len(signatures)} distinct layers, {todo} to measure; "
         f"table {table.path}")
     measured = measure_layers(table, signatures, layer_meter(device, evaluator.lock_dir, evaluator.interval_log),
-                              progress=progress)
+                              progress=progress, chunk=layers_per_call)
     key = space_hash(config)
     space = table.spaces.setdefault(key, {"space": space_description(config), "layers": len(signatures),
                                           "complete": False, "seconds": 0.0})

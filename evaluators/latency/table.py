@@ -116,12 +116,12 @@ def open_table(path: str | Path, device: str, runtime: str, resolution: int,
     return LatencyTable(path, device, runtime, resolution, description=description)
 
 
-def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Callable[[str], float],
-                   save_every_s: float = 2.0, progress: bool = True) -> int:
-    """Measure the signatures the table lacks, with a progress bar and ETA; save every few seconds.
+def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Callable[[list[str]], list[float]],
+                   chunk: int = 16, save_every_s: float = 2.0, progress: bool = True) -> int:
+    """Measure the signatures the table lacks, ``chunk`` per device call, with a progress bar and ETA.
 
-    Returns how many were measured. On any failure (the device lost, Ctrl-C) what was measured is saved
-    first, so the same build continues from there.
+    Returns how many were measured. The table is saved every few seconds and on any failure (the device lost,
+    Ctrl-C), so the same build continues from there.
     """
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -133,12 +133,13 @@ def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Call
     columns = (TextColumn("[bold]layers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     try:
-        with Progress(*columns, disable=not progress, transient=False) as bar:
+        with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("layers", total=len(missing))
-            for signature in missing:
-                table.layers[signature] = measure(signature)
-                done += 1
-                bar.advance(task)
+            for start in range(0, len(missing), max(1, chunk)):
+                batch = missing[start:start + max(1, chunk)]
+                table.layers.update(zip(batch, measure(batch)))
+                done += len(batch)
+                bar.advance(task, len(batch))
                 if time.monotonic() - last_save >= save_every_s:
                     table.save()
                     last_save = time.monotonic()
