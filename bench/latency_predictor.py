@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args([a for a in argv if a not in overrides])
 
     from evaluators.latency import LatencyPredictor, LatencyTable
-    from mnas_nni.latency_table import build, compose, describe_errors, evaluate, setup
     from mnas_core.errors import MnasNniError
+    from mnas_nni.latency_table import build, compose, describe_errors, evaluate, setup
 
     with ExitStack() as stack:
         base = ssh_overrides(stack) if args.ssh else ["device=local", "device.cores=[1]"]

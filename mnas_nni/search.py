@@ -72,7 +72,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     nni_adapter.import_strategies_quietly()
     strategy = instantiate(cfg.strategy, "strategy", _convert_="all")
     device_info = context.device.describe()  # reaches the device once: unreachable, key refused, no phone -> one line
-    context.latency  # latency.mode=predict*: a missing, damaged or foreign layer table -> one line, before any trial
+    _ = context.latency  # latency.mode=predict*: a missing, damaged or foreign layer table fails here, in one line
     tracker = instantiate(cfg.tracking, "tracking")
 
     from mnas_nni.console import ConsoleObserver

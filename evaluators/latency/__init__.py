@@ -26,46 +26,53 @@ from .layers import arch_signatures, space_signatures
 from .local import LocalDevice
 from .lock import DEFAULT_LOCK_DIR, device_lock, read_intervals
 from .modes import MODES, PredictedLatency, PredictedResult, latency_for_mode
-from .predictor import BuildReport, LatencyPredictor, MissingLayerError, build_table, error_summary, fit_calibration
+from .predictor import (
+    BuildReport,
+    LatencyPredictor,
+    MissingLayerError,
+    build_table,
+    error_summary,
+    fit_calibration,
+)
 from .result import LatencyResult, summarize
 from .ssh import SshDevice
 from .table import LatencyTable, default_table_path
 
 __all__ = [
-    "MODES",
-    "BuildReport",
-    "LatencyPredictor",
-    "LatencyTable",
-    "MissingLayerError",
-    "PredictedLatency",
-    "PredictedResult",
-    "arch_signatures",
-    "build_table",
-    "default_table_path",
-    "error_summary",
-    "fit_calibration",
-    "latency_for_mode",
-    "space_signatures",
     "DEFAULT_CACHE_PATH",
     "DEFAULT_LOCK_DIR",
+    "MODES",
     "ONNX_OPSET",
     "AdbCliTransport",
     "AdbDevice",
     "AdbutilsTransport",
     "BenchmarkJob",
+    "BuildReport",
     "LatencyCache",
     "LatencyDevice",
     "LatencyEvaluator",
+    "LatencyPredictor",
     "LatencyResult",
+    "LatencyTable",
     "LocalDevice",
+    "MissingLayerError",
     "OnnxPerfTestParser",
     "OnnxPerfTestRunner",
+    "PredictedLatency",
+    "PredictedResult",
     "SshDevice",
     "TFLiteBenchmarkModelParser",
     "TFLiteBenchmarkModelRunner",
+    "arch_signatures",
+    "build_table",
     "cpu_mask",
+    "default_table_path",
     "device_lock",
+    "error_summary",
     "export_onnx",
+    "fit_calibration",
+    "latency_for_mode",
     "read_intervals",
+    "space_signatures",
     "summarize",
 ]

@@ -30,8 +30,8 @@ from search_spaces.space import SpaceConfig
 
 from .device import LatencyDevice
 from .evaluator import LatencyEvaluator
-from .layers import arch_signatures, piece_of, random_arch, space_description, space_hash, space_signatures
 from .export import export_onnx
+from .layers import arch_signatures, piece_of, random_arch, space_description, space_hash, space_signatures
 from .lock import DEFAULT_LOCK_DIR, device_lock
 from .table import BUILD_HINT, LatencyTable, measure_layers, open_table
 

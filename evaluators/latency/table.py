@@ -123,8 +123,14 @@ def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Call
     Returns how many were measured. The table is saved every few seconds and on any failure (the device lost,
     Ctrl-C), so the same build continues from there.
     """
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     missing = [s for s in signatures if s not in table.layers]
     if not missing:
