@@ -10,7 +10,8 @@ own overrides pick the device, the space and the resolution:
 
 build: every distinct layer measured once on the device (resumable: run it again after a kill), then a few
 dozen whole models for the calibration. evaluate N: N random architectures that were not calibrated on,
-measured on the device and compared with the prediction. show: what the table holds.
+measured on the device (as the table was: the lowest median of its `repeats` measurements) and compared with
+the prediction. show: what the table holds.
 """
 
 from __future__ import annotations
@@ -71,11 +72,11 @@ def setup(cfg: DictConfig) -> Setup:
     return Setup(device, space, evaluator, path, int(resolved.get("seed", 0)))
 
 
-def build(s: Setup, models: int, progress: bool = True) -> dict[str, Any]:
+def build(s: Setup, models: int, progress: bool = True, repeats: int = 3) -> dict[str, Any]:
     from evaluators.latency import build_table
 
     report = build_table(s.device, s.space, s.table_path, s.evaluator, calibration_models=models, seed=s.seed,
-                         progress=progress)
+                         progress=progress, repeats=repeats)
     print(report.line())
     return {"layers": report.layers, "layers_measured": report.layers_measured,
             "models_measured": report.models_measured, "seconds": report.seconds}
@@ -86,7 +87,7 @@ def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
     and of the plain sum of layers."""
     from evaluators.latency import LatencyPredictor, LatencyTable, error_summary
     from evaluators.latency.layers import random_arch
-    from search_spaces.builder import build_model
+    from evaluators.latency.predictor import Meter
 
     table = LatencyTable.load(s.table_path)
     table.check_matches(s.device.name, s.device.runtime_id(), s.space.resolution)
@@ -96,15 +97,19 @@ def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
         arch = random_arch(s.space, rng)
         if arch.key not in skip:
             archs[arch.key] = arch
-    shape = (1, 3, s.space.resolution, s.space.resolution)
-    rows = []
-    from rich.progress import track
+    meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, table.repeats or 1)  # as the table
+    rows, todo = [], list(archs.values())
+    from rich.progress import Progress
 
-    for arch in track(list(archs.values()), description="measuring", transient=True, disable=not sys.stderr.isatty()):
-        sum_ms, count = predictor.terms(arch)
-        measured = s.evaluator.measure(build_model(arch, s.space.num_classes), arch.key, shape).median_ms
-        rows.append({"arch_key": arch.key, "measured_ms": measured, "predicted_ms": predictor.calibrated(sum_ms, count),
-                     "sum_ms": sum_ms, "layers": count})
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("measuring", total=len(todo))
+        for start in range(0, len(todo), 4):
+            batch = todo[start:start + 4]
+            for arch, measured in zip(batch, meter.models(batch, s.space.num_classes, s.space.resolution)):
+                sum_ms, count = predictor.terms(arch)
+                rows.append({"arch_key": arch.key, "measured_ms": measured, "sum_ms": sum_ms, "layers": count,
+                             "predicted_ms": predictor.calibrated(sum_ms, count)})
+            bar.advance(task, len(batch))
     calibrated = error_summary([r["predicted_ms"] / r["measured_ms"] - 1 for r in rows])
     plain = error_summary([r["sum_ms"] / r["measured_ms"] - 1 for r in rows])
     return {"n": len(rows), **calibrated, "uncalibrated": plain, "device": table.device, "runtime": table.runtime,
@@ -144,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="measure every distinct layer once, then calibrate on whole models")
     p_build.add_argument("--models", type=int, default=40, help="whole models measured for the calibration")
+    p_build.add_argument("--repeats", type=int, default=3,
+                         help="measurements per layer and model; the lowest median is kept")
     p_eval = sub.add_parser("evaluate", help="measure N random architectures not used in calibration")
     p_eval.add_argument("n", type=int)
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = setup(compose(overrides))
         if args.command == "build":
-            build(s, args.models, progress=sys.stderr.isatty())
+            build(s, args.models, progress=sys.stderr.isatty(), repeats=args.repeats)
         elif args.command == "evaluate":
             started = time.perf_counter()
             result = evaluate(s, args.n, args.seed)

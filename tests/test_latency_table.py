@@ -95,7 +95,7 @@ def test_a_build_stopped_by_a_lost_device_resumes_where_it_stopped(tmp_path):
     with pytest.raises(DeviceError, match="connection lost"):
         lost = LostDevice(after=2, runs=3, warmup=1)
         build_table(lost, space, path, evaluator(lost, tmp_path), calibration_models=3, progress=False,
-                    log=lambda _: None, layers_per_call=3)
+                    log=lambda _: None, layers_per_call=3, repeats=1)
     half = LatencyTable.load(path)  # saved, valid, and not taken for a finished table
     assert len(half.layers) == 6 and half.fit is None
     with pytest.raises(ConfigError, match="incomplete"):

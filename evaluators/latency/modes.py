@@ -24,7 +24,7 @@ from torch import nn
 from mnas_core.errors import ConfigError
 
 from .evaluator import LatencyEvaluator
-from .predictor import LatencyPredictor, MissingLayerError, layer_meter
+from .predictor import LatencyPredictor, Meter, MissingLayerError
 from .table import LatencyTable, default_table_path
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,19 @@ class PredictedLatency:
         self.seen: list[tuple[float, float, float]] = []  # (reward, accuracy, latency_ms) of finished trials
         self.verified: list[str] = []                     # arch keys measured on the device, in order
         self._runtime_checked = False
-        self._measure_layers: Callable[[list[str]], list[float]] | None = None
+        self._meter: Meter | None = None
 
     @property
     def device(self) -> Any:
         return self.evaluator.device
+
+    @property
+    def meter(self) -> Meter:
+        """Measures as the table was built (same repeats), so verified figures and the table agree."""
+        if self._meter is None:
+            self._meter = Meter(self.device, self.evaluator.lock_dir, self.evaluator.interval_log,
+                                self.table.repeats or 1)
+        return self._meter
 
     def _check_runtime(self) -> None:
         if not self._runtime_checked:  # reaches the device: only when it is about to be used anyway
@@ -83,9 +91,7 @@ class PredictedLatency:
 
     def _measure_missing(self, signatures: list[str]) -> None:
         self._check_runtime()
-        if self._measure_layers is None:
-            self._measure_layers = layer_meter(self.device, self.evaluator.lock_dir, self.evaluator.interval_log)
-        self.table.layers.update(zip(signatures, self._measure_layers(signatures)))
+        self.table.layers.update(zip(signatures, self.meter.layers(signatures)))
         self.table.save()
         log.info("measured %d missing layer(s) on %s and added them to %s", len(signatures), self.device.name,
                  self.table.path)
@@ -114,7 +120,7 @@ class PredictedLatency:
 
     def _verify(self, model: nn.Module, arch_key: str, input_shape: Sequence[int], metric: dict[str, Any]) -> float:
         self._check_runtime()
-        measured = self.evaluator.measure(model, arch_key, input_shape)
+        (measured,) = self.meter.measure([(model, (1, *tuple(input_shape)[1:]))])
         arch = model.arch  # type: ignore[attr-defined]
         sum_ms, count = self.predictor.terms(arch, int(getattr(model, "num_classes", self.predictor.num_classes)))
         if arch_key not in self.table.calibration_keys():

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from mnas_core.errors import ConfigError
 from search_spaces.arch import ArchSpec
@@ -33,6 +34,7 @@ from .evaluator import LatencyEvaluator
 from .export import export_onnx
 from .layers import arch_signatures, piece_of, random_arch, space_description, space_hash, space_signatures
 from .lock import DEFAULT_LOCK_DIR, device_lock
+from .result import LatencyResult
 from .table import BUILD_HINT, LatencyTable, measure_layers, open_table
 
 LAYERS_PER_CALL = 16  # layers measured per device round trip (and per save of a build's progress)
@@ -118,27 +120,47 @@ class LatencyPredictor:
         self.coef = tuple(self.table.fit["coef"])
 
 
-def layer_meter(device: LatencyDevice, lock_dir: str | Path = DEFAULT_LOCK_DIR,
-                interval_log: str | Path | None = None) -> Callable[[list[str]], list[float]]:
-    """signatures -> median ms on the device: each piece exported with export_onnx, then all of them measured in
-    one `device.measure_many` call under the device lock (one runner start-up for the lot)."""
-    workdir = Path(tempfile.mkdtemp(prefix="mnas-nni-layers-"))
+class Meter:
+    """Measures small models on the device for a table: exported with export_onnx, measured under the device
+    lock with `device.measure_many` (one runner start-up for a batch), ``repeats`` times.
 
-    def measure(signatures: list[str]) -> list[float]:
+    Each model keeps the repeat with the lowest median: on a shared machine other processes only ever add
+    time, and one repeat may fall in a busy period; the lowest of a few medians is what the device does when
+    quiet, measured the same way for layers and whole models.
+    """
+
+    def __init__(self, device: LatencyDevice, lock_dir: str | Path = DEFAULT_LOCK_DIR,
+                 interval_log: str | Path | None = None, repeats: int = 3):
+        if repeats < 1:
+            raise ConfigError(f"repeats must be >= 1, got {repeats}")
+        self.device, self.lock_dir, self.interval_log, self.repeats = device, lock_dir, interval_log, int(repeats)
+        self.workdir = Path(tempfile.mkdtemp(prefix="mnas-nni-table-"))
+        self.calls = 0  # device round trips
+
+    def measure(self, modules: list[tuple[nn.Module, tuple[int, ...]]]) -> list[LatencyResult]:
         items = []
         try:
-            for i, signature in enumerate(signatures):
-                piece = piece_of(signature)
-                items.append((export_onnx(piece.make(), piece.input_shape, workdir / f"layer{i}.onnx"),
-                              piece.input_shape))
-            with device_lock(device.lock_name, lock_dir, interval_log=interval_log):
-                results = device.measure_many(items)
+            for i, (module, shape) in enumerate(modules):
+                items.append((export_onnx(module, shape, self.workdir / f"piece{i}.onnx"), shape))
+            best: list[LatencyResult | None] = [None] * len(items)
+            with device_lock(self.device.lock_name, self.lock_dir, interval_log=self.interval_log):
+                for _ in range(self.repeats):
+                    self.calls += 1
+                    for i, result in enumerate(self.device.measure_many(items)):
+                        if best[i] is None or result.median_ms < best[i].median_ms:  # type: ignore[union-attr]
+                            best[i] = result
         finally:
             for path, _ in items:
                 path.unlink(missing_ok=True)
-        return [r.median_ms for r in results]
+        return best  # type: ignore[return-value]
 
-    return measure
+    def layers(self, signatures: list[str]) -> list[float]:
+        pieces = [piece_of(s) for s in signatures]
+        return [r.median_ms for r in self.measure([(p.make(), p.input_shape) for p in pieces])]
+
+    def models(self, archs: list[ArchSpec], num_classes: int, resolution: int) -> list[float]:
+        shape = (1, 3, resolution, resolution)
+        return [r.median_ms for r in self.measure([(build_model(a, num_classes), shape) for a in archs])]
 
 
 @dataclass
@@ -163,25 +185,28 @@ class BuildReport:
 
 def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, evaluator: LatencyEvaluator,
                 calibration_models: int = 40, seed: int = 0, progress: bool = True,
-                log: Callable[[str], None] = print, layers_per_call: int = LAYERS_PER_CALL) -> BuildReport:
+                log: Callable[[str], None] = print, layers_per_call: int = LAYERS_PER_CALL,
+                repeats: int = 3) -> BuildReport:
     """Measure every distinct layer of ``config`` at its resolution once, then calibrate on whole models.
 
-    ``evaluator`` measures the whole models (the same export -> lock -> measure -> cache path as
-    ``latency.mode=measure``). Killed or failed half way, the table keeps what it has; call again to continue.
+    ``evaluator`` gives the lock directory and interval log. Layers and whole models are measured alike (see
+    `Meter`, ``repeats`` times each). Killed or failed half way, the table keeps what it has; call again to
+    continue.
     """
     started = time.perf_counter()
     resolution, num_classes = config.resolution, config.num_classes
     table = open_table(path, device.name, device.runtime_id(), resolution, device.describe())
+    table.repeats = table.repeats or repeats
+    meter = Meter(device, evaluator.lock_dir, evaluator.interval_log, table.repeats)
     signatures = space_signatures(config, resolution, num_classes)
     todo = sum(1 for s in signatures if s not in table.layers)
     log(f"{device.name} ({table.runtime}), {resolution} px: {len(signatures)} distinct layers, {todo} to measure; "
         f"table {table.path}")
-    measured = measure_layers(table, signatures, layer_meter(device, evaluator.lock_dir, evaluator.interval_log),
-                              progress=progress, chunk=layers_per_call)
+    measured = measure_layers(table, signatures, meter.layers, progress=progress, chunk=layers_per_call)
     key = space_hash(config)
     space = table.spaces.setdefault(key, {"space": space_description(config), "layers": len(signatures),
                                           "complete": False, "seconds": 0.0})
-    models = calibrate(table, config, evaluator, calibration_models, seed, progress)
+    models = calibrate(table, config, meter, calibration_models, seed, progress)
     space.update(complete=True, seconds=space["seconds"] + time.perf_counter() - started)  # over every resumed run
     table.save()
     return BuildReport(table.path, len(signatures), measured, models, time.perf_counter() - started, table.fit or {})
@@ -192,12 +217,11 @@ def calibration_archs(config: SpaceConfig, n: int, seed: int) -> list[ArchSpec]:
     return [random_arch(config, rng) for _ in range(n)]
 
 
-def calibrate(table: LatencyTable, config: SpaceConfig, evaluator: LatencyEvaluator, n: int, seed: int = 0,
-              progress: bool = True) -> int:
+def calibrate(table: LatencyTable, config: SpaceConfig, meter: Meter, n: int, seed: int = 0,
+              progress: bool = True, per_call: int = 4) -> int:
     """Measure ``n`` seeded random whole models the table has not calibrated on yet, then refit; returns how many."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    shape = (1, 3, config.resolution, config.resolution)
     known = table.calibration_keys()
     todo = [a for a in calibration_archs(config, n, seed) if a.key not in known]
     done = 0
@@ -205,12 +229,15 @@ def calibrate(table: LatencyTable, config: SpaceConfig, evaluator: LatencyEvalua
         with Progress(TextColumn("[bold]models"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
                       TimeRemainingColumn(), disable=not progress or not todo) as bar:
             task = bar.add_task("models", total=len(todo))
-            for arch in todo:
-                sum_ms, count = table_terms(table, arch_signatures(arch, config.resolution, config.num_classes))
-                result = evaluator.measure(build_model(arch, config.num_classes), arch.key, shape)
-                table.add_model(arch.key, sum_ms, count, result.median_ms, "build")
-                done += 1
-                bar.advance(task)
+            for start in range(0, len(todo), per_call):
+                batch = todo[start:start + per_call]
+                measured = meter.models(batch, config.num_classes, config.resolution)
+                for arch, ms in zip(batch, measured):
+                    sum_ms, count = table_terms(table, arch_signatures(arch, config.resolution, config.num_classes))
+                    table.add_model(arch.key, sum_ms, count, ms, "build")
+                done += len(batch)
+                bar.advance(task, len(batch))
+                table.save()
     finally:
         if table.models:
             table.fit = fit_calibration(table.models)

@@ -1,7 +1,7 @@
 """The layer-wise latency table of one device at one resolution: a JSON file, built once, resumable.
 
     {"format": "mnas-nni/latency-table-v1", "device": ..., "runtime": ..., "resolution": 32,
-     "description": {...device.describe()...},
+     "description": {...device.describe()...}, "repeats": 3,
      "layers": {signature: median_ms, ...},                 # every piece measured once (see layers.py)
      "spaces": {space_hash: {"space": {...}, "layers": n, "complete": true, "seconds": s}},
      "calibration": {"models": [{"arch_key", "sum_ms", "count", "measured_ms", "origin"}], "fit": {...}}}
@@ -48,6 +48,7 @@ class LatencyTable:
         calibration = data.get("calibration", {})
         self.models: list[dict[str, Any]] = list(calibration.get("models", []))
         self.fit: dict[str, Any] | None = calibration.get("fit")
+        self.repeats: int | None = data.get("repeats")  # measurements per layer/model, the lowest median kept
 
     # ------------------------------------------------------------ file
 
@@ -68,7 +69,8 @@ class LatencyTable:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": TABLE_FORMAT, "device": self.device, "runtime": self.runtime,
-                "resolution": self.resolution, "description": self.description, "layers": self.layers,
+                "resolution": self.resolution, "repeats": self.repeats, "description": self.description,
+                "layers": self.layers,
                 "spaces": self.spaces, "calibration": {"models": self.models, "fit": self.fit}}
 
     def save(self) -> None:
