@@ -13,9 +13,11 @@ in the table file, so `python -m mnas_nni.latency_table show` tells how far to t
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,14 +136,15 @@ class Meter:
         if repeats < 1:
             raise ConfigError(f"repeats must be >= 1, got {repeats}")
         self.device, self.lock_dir, self.interval_log, self.repeats = device, lock_dir, interval_log, int(repeats)
-        self.workdir = Path(tempfile.mkdtemp(prefix="mnas-nni-table-"))
+        self.workdir = Path(tempfile.gettempdir()) / "mnas-nni-table"
         self.calls = 0  # device round trips
 
     def measure(self, modules: list[tuple[nn.Module, tuple[int, ...]]]) -> list[LatencyResult]:
         items = []
         try:
+            stem = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
             for i, (module, shape) in enumerate(modules):
-                items.append((export_onnx(module, shape, self.workdir / f"piece{i}.onnx"), shape))
+                items.append((export_onnx(module, shape, self.workdir / f"{stem}-{i}.onnx"), shape))
             best: list[LatencyResult | None] = [None] * len(items)
             with device_lock(self.device.lock_name, self.lock_dir, interval_log=self.interval_log):
                 for _ in range(self.repeats):
