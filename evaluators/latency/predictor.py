@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from mnas_core.errors import ConfigError
+from mnas_core.errors import ConfigError, MnasNniError, one_line
 from search_spaces.arch import ArchSpec
 from search_spaces.builder import build_model
 from search_spaces.space import SpaceConfig
@@ -205,11 +205,16 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
     todo = sum(1 for s in signatures if s not in table.layers)
     log(f"{device.name} ({table.runtime}), {resolution} px: {len(signatures)} distinct layers, {todo} to measure; "
         f"table {table.path}")
-    measured = measure_layers(table, signatures, meter.layers, progress=progress, chunk=layers_per_call)
-    key = space_hash(config)
-    space = table.spaces.setdefault(key, {"space": space_description(config), "layers": len(signatures),
-                                          "complete": False, "seconds": 0.0})
-    models = calibrate(table, config, meter, calibration_models, seed, progress)
+    try:
+        measured = measure_layers(table, signatures, meter.layers, progress=progress, chunk=layers_per_call)
+        key = space_hash(config)
+        space = table.spaces.setdefault(key, {"space": space_description(config), "layers": len(signatures),
+                                              "complete": False, "seconds": 0.0})
+        models = calibrate(table, config, meter, calibration_models, seed, progress)
+    except MnasNniError as err:  # the device lost, a timeout: what was measured is saved
+        done = sum(1 for s in signatures if s in table.layers)
+        raise type(err)(f"{one_line(err, 300)}; {done} of {len(signatures)} layers and {len(table.models)} "
+                        f"calibration models are saved in {table.path}: run the same build again to continue") from None
     space.update(complete=True, seconds=space["seconds"] + time.perf_counter() - started)  # over every resumed run
     table.save()
     return BuildReport(table.path, len(signatures), measured, models, time.perf_counter() - started, table.fit or {})
