@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     cost_us = prediction_cost_us(predictor, s.space, args.predictions)
     device_runs = len(table.layers) + len(table.models)
     print(f"layers: {len(table.layers)} distinct; table built in {build_seconds:.0f} s "
-          f"(this run measured {built['layers_measured']} layers and {built['models_measured']} models)")
+          f"(this run measured {built['layers_measured']} layers and {built['models_measured']} models in "
+          f"{built['device_calls']} device round trips, each layer/model measured {table.repeats} times)")
     print(f"calibration: {table.fit['n']} whole models; " + describe_errors("residuals", table.fit))
     print(f"{result['n']} architectures not used in calibration, measured for real on {result['device']}:")
     print("  " + describe_errors("calibrated prediction", result))

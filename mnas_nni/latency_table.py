@@ -79,7 +79,7 @@ def build(s: Setup, models: int, progress: bool = True, repeats: int = 3) -> dic
                          progress=progress, repeats=repeats)
     print(report.line())
     return {"layers": report.layers, "layers_measured": report.layers_measured,
-            "models_measured": report.models_measured, "seconds": report.seconds}
+            "models_measured": report.models_measured, "seconds": report.seconds, "device_calls": report.device_calls}
 
 
 def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:

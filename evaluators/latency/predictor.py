@@ -174,6 +174,7 @@ class BuildReport:
     models_measured: int    # whole models measured for the calibration by this build
     seconds: float
     fit: dict[str, Any]
+    device_calls: int = 0   # device round trips of this build (each measures a batch, `repeats` times over)
 
     @property
     def device_measurements(self) -> int:
@@ -217,7 +218,8 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
                         f"calibration models are saved in {table.path}: run the same build again to continue") from None
     space.update(complete=True, seconds=space["seconds"] + time.perf_counter() - started)  # over every resumed run
     table.save()
-    return BuildReport(table.path, len(signatures), measured, models, time.perf_counter() - started, table.fit or {})
+    return BuildReport(table.path, len(signatures), measured, models, time.perf_counter() - started, table.fit or {},
+                       meter.calls)
 
 
 def calibration_archs(config: SpaceConfig, n: int, seed: int) -> list[ArchSpec]:
