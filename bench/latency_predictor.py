@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archs", type=int, default=200, help="architectures measured for the error figures")
     p.add_argument("--models", type=int, default=40, help="whole models measured for the calibration")
     p.add_argument("--predictions", type=int, default=10000, help="predictions timed for the cost figure")
+    p.add_argument("--repeats", type=int, default=3, help="measurements per layer/model (the lowest median kept)")
     p.add_argument("--ssh", action="store_true", help="measure through device=ssh against a real local sshd")
     p.add_argument("--table-dir", default="~/.cache/mnas-nni/bench/latency-tables")
     p.add_argument("--json", help="write the figures here")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             s = setup(compose(composed))
             print(f"device {s.device.name} ({s.device.runtime_id()}); space {len(s.space.skeleton)} blocks, width "
                   f"{s.space.width_mult}, {s.space.resolution} px, {s.space.num_classes} classes; table {s.table_path}")
-            built = build(s, args.models, progress=sys.stderr.isatty())
+            built = build(s, args.models, progress=sys.stderr.isatty(), repeats=args.repeats)
             table = LatencyTable.load(s.table_path)
             build_seconds = sum(v.get("seconds", 0.0) for v in table.spaces.values())
             result = evaluate(s, args.archs)
