@@ -229,3 +229,12 @@ def test_latency_table_cli_show_and_bad_input(built, tmp_path):
     assert "complete" in shown.stdout and "<- this config" in shown.stdout and "calibration on 5 models" in shown.stdout
     missing = cli("show", f"latency.table={tmp_path / 'none.json'}")
     assert missing.returncode == 2 and "latency_table build" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_strategy_bench_objective_uses_the_same_predictor(tmp_path):
+    from bench._objective import bench_predictor
+
+    first = bench_predictor(tmp_path, tiny_space(), log=lambda _: None, calibration_models=4)
+    arch = random_arch(tiny_space(), random.Random(1))
+    again = bench_predictor(tmp_path, tiny_space(), log=lambda _: pytest.fail("a complete table is not rebuilt"))
+    assert isinstance(first, LatencyPredictor) and again.predict(arch) == pytest.approx(first.predict(arch))
