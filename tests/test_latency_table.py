@@ -186,6 +186,7 @@ def test_predict_verify_measures_exactly_the_architectures_entering_the_top_k(bu
     assert len(saved.models) == len(calibrated) + len(new) and saved.fit["n"] == len(saved.models)
 
 
+@pytest.mark.slow
 def test_predict_with_no_table_is_one_line_naming_the_build_command(tmp_path):
     result = run_cli(tmp_path, "strategy=random", "search.max_trials=1", "latency.mode=predict",
                      f"latency.table={tmp_path / 'none.json'}", timeout=120)
@@ -218,6 +219,7 @@ def test_a_four_trial_search_in_each_latency_mode(built, tmp_path, mode):
             assert (t["latency_measured_ms"] == t["latency_ms"]) == (t["latency_source"] == "measured")
 
 
+@pytest.mark.slow
 def test_latency_table_cli_show_and_bad_input(built, tmp_path):
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "mnas_nni.latency_table", *args, *TINY_OVERRIDES,
