@@ -10,8 +10,8 @@ own overrides pick the device, the space and the resolution:
 
 build: every distinct layer measured once on the device (resumable: run it again after a kill), then a few
 dozen whole models for the calibration. evaluate N: N random architectures that were not calibrated on,
-measured on the device (as the table was: the lowest median of its `repeats` measurements) and compared with
-the prediction. show: what the table holds.
+measured on the device as the table was (the lowest median of its `repeats` passes) and compared with the
+prediction. show: what the table holds.
 """
 
 from __future__ import annotations
@@ -97,19 +97,23 @@ def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
         arch = random_arch(s.space, rng)
         if arch.key not in skip:
             archs[arch.key] = arch
-    meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, table.repeats or 1)  # as the table
-    rows, todo = [], list(archs.values())
+    meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1)
+    todo, passes, measured = list(archs.values()), table.repeats or 1, {}
     from rich.progress import Progress
 
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("measuring", total=len(todo))
-        for start in range(0, len(todo), 4):
-            batch = todo[start:start + 4]
-            for arch, measured in zip(batch, meter.models(batch, s.space.num_classes, s.space.resolution)):
-                sum_ms, count = predictor.terms(arch)
-                rows.append({"arch_key": arch.key, "measured_ms": measured, "sum_ms": sum_ms, "layers": count,
-                             "predicted_ms": predictor.calibrated(sum_ms, count)})
-            bar.advance(task, len(batch))
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:  # passes, as the table was built
+        task = bar.add_task("measuring", total=len(todo) * passes)
+        for _ in range(passes):
+            for start in range(0, len(todo), 4):
+                batch = todo[start:start + 4]
+                for arch, ms in zip(batch, meter.models(batch, s.space.num_classes, s.space.resolution)):
+                    measured[arch.key] = min(ms, measured.get(arch.key, ms))
+                bar.advance(task, len(batch))
+    rows = []
+    for arch in todo:
+        sum_ms, count = predictor.terms(arch)
+        rows.append({"arch_key": arch.key, "measured_ms": measured[arch.key], "sum_ms": sum_ms, "layers": count,
+                     "predicted_ms": predictor.calibrated(sum_ms, count)})
     calibrated = error_summary([r["predicted_ms"] / r["measured_ms"] - 1 for r in rows])
     plain = error_summary([r["sum_ms"] / r["measured_ms"] - 1 for r in rows])
     return {"n": len(rows), **calibrated, "uncalibrated": plain, "device": table.device, "runtime": table.runtime,

@@ -194,24 +194,25 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
     """Measure every distinct layer of ``config`` at its resolution once, then calibrate on whole models.
 
     ``evaluator`` gives the lock directory and interval log. Layers and whole models are measured alike (see
-    `Meter`, ``repeats`` times each). Killed or failed half way, the table keeps what it has; call again to
+    `Meter`), in ``repeats`` passes over all of them, each keeping its lowest median. Killed or failed half way, the table keeps what it has; call again to
     continue.
     """
     started = time.perf_counter()
     resolution, num_classes = config.resolution, config.num_classes
     table = open_table(path, device.name, device.runtime_id(), resolution, device.describe())
     table.repeats = table.repeats or repeats
-    meter = Meter(device, evaluator.lock_dir, evaluator.interval_log, table.repeats)
+    meter = Meter(device, evaluator.lock_dir, evaluator.interval_log, repeats=1)  # repeated in passes
     signatures = space_signatures(config, resolution, num_classes)
     todo = sum(1 for s in signatures if s not in table.layers)
     log(f"{device.name} ({table.runtime}), {resolution} px: {len(signatures)} distinct layers, {todo} to measure; "
         f"table {table.path}")
     try:
-        measured = measure_layers(table, signatures, meter.layers, progress=progress, chunk=layers_per_call)
+        measured = measure_layers(table, signatures, meter.layers, passes=table.repeats, progress=progress,
+                                  chunk=layers_per_call)
         key = space_hash(config)
         space = table.spaces.setdefault(key, {"space": space_description(config), "layers": len(signatures),
                                               "complete": False, "seconds": 0.0})
-        models = calibrate(table, config, meter, calibration_models, seed, progress)
+        models = calibrate(table, config, meter, calibration_models, seed, progress, passes=table.repeats)
     except MnasNniError as err:  # the device lost, a timeout: what was measured is saved
         done = sum(1 for s in signatures if s in table.layers)
         raise type(err)(f"{one_line(err, 300)}; {done} of {len(signatures)} layers and {len(table.models)} "
@@ -228,28 +229,32 @@ def calibration_archs(config: SpaceConfig, n: int, seed: int) -> list[ArchSpec]:
 
 
 def calibrate(table: LatencyTable, config: SpaceConfig, meter: Meter, n: int, seed: int = 0,
-              progress: bool = True, per_call: int = 4) -> int:
-    """Measure ``n`` seeded random whole models the table has not calibrated on yet, then refit; returns how many."""
+              progress: bool = True, per_call: int = 4, passes: int = 1) -> int:
+    """Measure ``n`` seeded random whole models in ``passes`` passes (the lowest median kept), then refit;
+    returns how many models were new. A resumed build continues with the passes a model still lacks."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    known = table.calibration_keys()
-    todo = [a for a in calibration_archs(config, n, seed) if a.key not in known]
-    done = 0
+    archs = calibration_archs(config, n, seed)
+    done_passes = {m["arch_key"]: int(m.get("passes", 1)) for m in table.models}
+    new = sum(1 for a in archs if a.key not in done_passes)
+    total = sum(max(0, passes - done_passes.get(a.key, 0)) for a in archs)
     try:
         with Progress(TextColumn("[bold]models"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-                      TimeRemainingColumn(), disable=not progress or not todo) as bar:
-            task = bar.add_task("models", total=len(todo))
-            for start in range(0, len(todo), per_call):
-                batch = todo[start:start + per_call]
-                measured = meter.models(batch, config.num_classes, config.resolution)
-                for arch, ms in zip(batch, measured):
-                    sum_ms, count = table_terms(table, arch_signatures(arch, config.resolution, config.num_classes))
-                    table.add_model(arch.key, sum_ms, count, ms, "build")
-                done += len(batch)
-                bar.advance(task, len(batch))
-                table.save()
+                      TimeRemainingColumn(), disable=not progress or not total) as bar:
+            task = bar.add_task("models", total=total)
+            for pass_index in range(passes):
+                todo = [a for a in archs if done_passes.get(a.key, 0) <= pass_index]
+                for start in range(0, len(todo), per_call):
+                    batch = todo[start:start + per_call]
+                    measured = meter.models(batch, config.num_classes, config.resolution)
+                    for arch, ms in zip(batch, measured):
+                        sum_ms, count = table_terms(table, arch_signatures(arch, config.resolution, config.num_classes))
+                        table.add_model(arch.key, sum_ms, count, ms, "build", passes=pass_index + 1)
+                        done_passes[arch.key] = pass_index + 1
+                    bar.advance(task, len(batch))
+                    table.save()
     finally:
         if table.models:
             table.fit = fit_calibration(table.models)
         table.save()
-    return done
+    return new

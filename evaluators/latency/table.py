@@ -48,7 +48,8 @@ class LatencyTable:
         calibration = data.get("calibration", {})
         self.models: list[dict[str, Any]] = list(calibration.get("models", []))
         self.fit: dict[str, Any] | None = calibration.get("fit")
-        self.repeats: int | None = data.get("repeats")  # measurements per layer/model, the lowest median kept
+        self.repeats: int | None = data.get("repeats")  # passes over every layer/model, the lowest median kept
+        self.passes: dict[str, int] = {k: int(v) for k, v in data.get("passes", {}).items()}  # per layer
 
     # ------------------------------------------------------------ file
 
@@ -70,7 +71,7 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         return {"format": TABLE_FORMAT, "device": self.device, "runtime": self.runtime,
                 "resolution": self.resolution, "repeats": self.repeats, "description": self.description,
-                "layers": self.layers,
+                "layers": self.layers, "passes": self.passes,
                 "spaces": self.spaces, "calibration": {"models": self.models, "fit": self.fit}}
 
     def save(self) -> None:
@@ -102,9 +103,16 @@ class LatencyTable:
     def calibration_keys(self) -> set[str]:
         return {m["arch_key"] for m in self.models}
 
-    def add_model(self, arch_key: str, sum_ms: float, count: int, measured_ms: float, origin: str) -> None:
+    def add_model(self, arch_key: str, sum_ms: float, count: int, measured_ms: float, origin: str,
+                  passes: int = 1) -> None:
+        """A whole model measured on the device; measured again (another pass), it keeps the lowest median."""
+        for model in self.models:
+            if model["arch_key"] == arch_key:
+                model.update(measured_ms=min(model["measured_ms"], float(measured_ms)), passes=passes,
+                             sum_ms=float(sum_ms))
+                return
         self.models.append({"arch_key": arch_key, "sum_ms": float(sum_ms), "count": int(count),
-                            "measured_ms": float(measured_ms), "origin": origin})
+                            "measured_ms": float(measured_ms), "origin": origin, "passes": passes})
 
 
 def open_table(path: str | Path, device: str, runtime: str, resolution: int,
@@ -119,11 +127,13 @@ def open_table(path: str | Path, device: str, runtime: str, resolution: int,
 
 
 def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Callable[[list[str]], list[float]],
-                   chunk: int = 16, save_every_s: float = 2.0, progress: bool = True) -> int:
-    """Measure the signatures the table lacks, ``chunk`` per device call, with a progress bar and ETA.
+                   passes: int = 1, chunk: int = 16, save_every_s: float = 2.0, progress: bool = True) -> int:
+    """Measure the signatures the table lacks in ``passes`` passes over all of them (``chunk`` per device call),
+    keeping each layer's lowest median, with a progress bar and ETA.
 
-    Returns how many were measured. The table is saved every few seconds and on any failure (the device lost,
-    Ctrl-C), so the same build continues from there.
+    Passes, not back-to-back repeats: a busy spell on a shared device then spoils one pass of a layer, not all.
+    Returns how many layers were new. The table (with each layer's pass count) is saved every few seconds and
+    on any failure (the device lost, Ctrl-C), so the same build continues from there.
     """
     from rich.progress import (
         BarColumn,
@@ -134,24 +144,32 @@ def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Call
         TimeRemainingColumn,
     )
 
-    missing = [s for s in signatures if s not in table.layers]
-    if not missing:
+    def done_passes(signature: str) -> int:
+        return table.passes.get(signature, 1 if signature in table.layers else 0)
+
+    new = sum(1 for s in signatures if s not in table.layers)
+    total = sum(max(0, passes - done_passes(s)) for s in signatures)
+    if not total:
         return 0
-    done, last_save = 0, time.monotonic()
+    measured, last_save = 0, time.monotonic()
     columns = (TextColumn("[bold]layers"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     try:
         with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("layers", total=len(missing))
-            for start in range(0, len(missing), max(1, chunk)):
-                batch = missing[start:start + max(1, chunk)]
-                table.layers.update(zip(batch, measure(batch)))
-                done += len(batch)
-                bar.advance(task, len(batch))
-                if time.monotonic() - last_save >= save_every_s:
-                    table.save()
-                    last_save = time.monotonic()
+            task = bar.add_task("layers", total=total)
+            for pass_index in range(passes):
+                todo = [s for s in signatures if done_passes(s) <= pass_index]
+                for start in range(0, len(todo), max(1, chunk)):
+                    batch = todo[start:start + max(1, chunk)]
+                    for signature, ms in zip(batch, measure(batch)):
+                        table.layers[signature] = min(ms, table.layers.get(signature, ms))
+                        table.passes[signature] = pass_index + 1
+                    measured += len(batch)
+                    bar.advance(task, len(batch))
+                    if time.monotonic() - last_save >= save_every_s:
+                        table.save()
+                        last_save = time.monotonic()
     finally:
-        if done:
+        if measured:
             table.save()
-    return done
+    return new
