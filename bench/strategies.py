@@ -69,18 +69,6 @@ def _init_worker(cache_dir: str, with_accuracy: bool = True) -> None:
     _quiet()
 
 
-class _NoSleep:
-    """nni.nas.strategy.TPE sleeps 1 s after every submission (hpo.py); on an in-process engine that is pure
-    waiting, so the bench drops it (the tuner itself is untouched)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(_seconds: float) -> None:
-        return None
-
-
 def make_strategy(word: str, seed: int, overrides: dict[str, Any]):
     """The strategy of ``strategy=<word>`` exactly as the CLI composes it (Hydra, defaults lists included)."""
     from hydra import compose, initialize_config_dir
@@ -103,11 +91,11 @@ def run_search(word: str, seed: int, budget: int, overrides: dict[str, Any], rew
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.space import SimplifiedModelSpace
-    from nni.nas.strategy import hpo
 
     from bench._objective import SampleSpace
+    from mnas_nni import nni_adapter
 
-    hpo.time = _NoSleep()
+    nni_adapter.skip_tpe_submission_sleep()
     obj = _OBJECTIVE
     rewards: list[float] = []
     keys: list[tuple] = []

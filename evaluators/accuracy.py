@@ -22,13 +22,20 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+)
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnas_core.errors import ConfigError, TrialError
 
-__all__ = ["ClassificationModule", "LrMultiplier", "ProxyResult", "train_proxy"]
+__all__ = ["ClassificationModule", "ProxyResult", "lr_scheduler", "train_proxy"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
 SCHEDULES = ("cosine", "constant", "exponential")
@@ -45,26 +52,21 @@ class ClassificationData(Protocol):
     def val_dataloader(self) -> Any: ...
 
 
-@dataclass(frozen=True)
-class LrMultiplier:
-    """Per-step learning-rate factor: linear warm-up, then cosine / constant / exponential (per epoch) decay."""
-
-    schedule: str
-    total_steps: int
-    steps_per_epoch: float
-    warmup_steps: float = 0.0
-    lr_decay: float = 0.97
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        after_warmup = step - self.warmup_steps
-        if self.schedule == "cosine":
-            progress = min(1.0, after_warmup / max(1.0, self.total_steps - self.warmup_steps))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if self.schedule == "exponential":
-            return self.lr_decay ** (after_warmup / self.steps_per_epoch)
-        return 1.0
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, steps_per_epoch: float,
+                 warmup_steps: float = 0.0, lr_decay: float = 0.97) -> LRScheduler:
+    """Per-step schedule from torch's own schedulers: linear warm-up (`LinearLR`, (step + 1) / warmup of the
+    peak) then cosine to zero over the remaining steps, constant, or exponential (`lr_decay` per epoch)."""
+    warmup = round(warmup_steps)
+    if schedule == "cosine":
+        main: LRScheduler = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup))
+    elif schedule == "exponential":
+        main = ExponentialLR(optimizer, gamma=lr_decay ** (1.0 / max(steps_per_epoch, 1e-9)))
+    else:
+        main = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup < 1:
+        return main
+    ramp = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=max(1, warmup - 1))
+    return SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -204,16 +206,11 @@ class ClassificationModule(pl.LightningModule):
         optimizer = self._build_optimizer()
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
-        multiplier = LrMultiplier(
-            schedule=self.schedule,
-            total_steps=total_steps,
-            steps_per_epoch=steps_per_epoch,
-            warmup_steps=self.warmup_epochs * steps_per_epoch,
-            lr_decay=self.lr_decay,
-        )
+        scheduler = lr_scheduler(optimizer, self.schedule, total_steps, steps_per_epoch,
+                                 warmup_steps=self.warmup_epochs * steps_per_epoch, lr_decay=self.lr_decay)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": LambdaLR(optimizer, multiplier), "interval": "step"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
 

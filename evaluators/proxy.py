@@ -10,9 +10,9 @@ from typing import Any
 
 from torch import nn
 
+from evaluators.base import TrialEvaluator, TrialParts
 from mnas_core.errors import DeviceError, TrialError
 from mnas_core.retry import retry
-from evaluators.base import TrialEvaluator, TrialParts
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mnas_nni.observers import SearchInfo, SearchObserver
 from mnas_nni.records import TrialRecord, top_k
+from search_spaces.block_string import decode_block
 
 OP_CODES = {"conv": "C", "dsconv": "DS", "mbconv": "MB"}
 LEGEND = ("MB6k5x3:40 = MBConv expand 6, 5x5 kernel, 3 layers, 40 filters; DS depthwise-separable, C conv; "
@@ -21,8 +22,6 @@ LEGEND = ("MB6k5x3:40 = MBConv expand 6, 5x5 kernel, 3 layers, 40 filters; DS de
 
 def abbreviate_block(text: str) -> str:
     """'r3_k5_s22_e6_i40_o80_se0.25' -> 'MB6k5x3:80+SE' (the block string stays the full record)."""
-    from search_spaces.block_string import decode_block
-
     try:
         block = decode_block(text)
     except ValueError:

@@ -15,9 +15,11 @@ from typing import Any
 
 from torch import nn
 
+from evaluators.latency import LatencyEvaluator
 from mnas_core.errors import TrialError
 from mnas_core.instantiate import instantiate
 from mnas_nni.records import SUCCEEDED
+from search_spaces.profile import profile_model
 
 SETTINGS = ("data", "train", "device", "reward", "latency", "evaluator", "seed")
 
@@ -46,7 +48,7 @@ class TrialContext:
     @cached_property
     def latency(self) -> Any:
         """latency.mode: measure (LatencyEvaluator) | predict | predict_verify (the layer table's predictor)."""
-        from evaluators.latency import LatencyEvaluator, latency_for_mode
+        from evaluators.latency import latency_for_mode
 
         latency = self.latency_settings
         evaluator = LatencyEvaluator(self.device, cache_path=latency.get("cache_path"), lock_dir=latency["lock_dir"],
@@ -66,8 +68,6 @@ class TrialContext:
 
     def run(self, model: nn.Module) -> dict[str, Any]:
         """Score one sampled model: the evaluator's measurements, its size, the reward."""
-        from search_spaces.profile import profile_model
-
         arch = getattr(model, "arch", None)
         if arch is None:
             raise TrialError("the sampled model carries no architecture (.arch); use a search_spaces model space")

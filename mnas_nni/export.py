@@ -29,6 +29,7 @@ from typing import Any
 from evaluators.latency.export import export_onnx
 from mnas_core.errors import ArchitectureError, ConfigError, MnasNniError
 from mnas_nni.records import load_records, top_k
+from mnas_nni.resume import CONFIG_FILE
 from search_spaces.arch import ArchSpec
 from search_spaces.builder import MnasNet
 from search_spaces.layers import PoolShortcut, SqueezeExcite
@@ -76,19 +77,20 @@ def from_trial_log(path: Path, trial: int | None) -> ArchSpec:
 
 
 def hints_from_run_dir(run_dir: Path) -> dict[str, Any]:
-    """num_classes / resolution from the search's saved Hydra config, when it is there."""
-    config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        return {}
+    """num_classes / resolution as the search built its space (`config.resolved.yaml`, written by the search;
+    Hydra's own `.hydra/config.yaml` holds the unresolved `null` class count, so it is only a fallback)."""
     import yaml
 
-    try:
-        config = yaml.safe_load(config_file.read_text()) or {}
-    except yaml.YAMLError:
-        return {}
-    flat = {"search_space.num_classes": (config.get("search_space") or {}).get("num_classes"),
-            "data.resolution": (config.get("data") or {}).get("resolution")}
-    return _hints(flat)
+    for config_file in (run_dir / CONFIG_FILE, run_dir / ".hydra" / "config.yaml"):
+        try:
+            config = yaml.safe_load(config_file.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        flat = {"search_space.num_classes": (config.get("search_space") or {}).get("num_classes"),
+                "search_space.resolution": (config.get("search_space") or {}).get("resolution"),
+                "data.resolution": (config.get("data") or {}).get("resolution")}
+        return _hints(flat)
+    return {}
 
 
 def _hints(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import contextlib
 import getpass
 import json
 import logging
-import os
 import posixpath
 import re
 import shlex
@@ -20,6 +19,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mnas_core.errors import ConfigError, DeviceError
+from mnas_core.ssh import SshSession, SshTarget
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +160,27 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
     return RecordingExperiment(space, evaluator, strategy, config, id=experiment_id)
 
 
+def apply_patches() -> None:
+    """Every process-wide NNI workaround, once, before strategies are built (each is idempotent)."""
+    silence_import_warnings()
+    import_strategies_quietly()
+    load_json_without_comment_stripping()
+    load_own_checkpoints_fully()
+
+
+def trial_evaluator(function, **arguments):
+    """NNI's `FunctionalEvaluator`: `function(model, **arguments)` runs for every sampled model. The
+    arguments are plain data (they are serialized to reach a training-service trial process)."""
+    from nni.nas.evaluator import FunctionalEvaluator
+
+    return FunctionalEvaluator(function, **arguments)
+
+
 def run_or_resume(experiment, port: int, resume: bool) -> None:
     """`NasExperiment.resume()` reloads the strategy and engine state from the experiment's checkpoint
     directory; it needs the experiment in NNI's manifest (~/nni-experiments/.experiment), which a killed
     search leaves there."""
+    quiet_nni_console()
     if resume:
         experiment.resume(port=port, wait_completion=True, debug=False)
     else:
@@ -241,8 +260,6 @@ def prepare_remote(machines: list[dict] | None, *, nni_manager_ip: str | None, p
     mnas_nni, and the machine reaches this one at nni_manager_ip:port (its trial keeper dials back there;
     unset, NNI tells the machines `localhost`).
     """
-    from mnas_core.errors import ConfigError
-
     if not machines:
         raise ConfigError("search.execution=remote needs search.machines: "
                           "[{host, port, user, ssh_key_file, python_path}]")
@@ -273,8 +290,6 @@ def prepare_remote(machines: list[dict] | None, *, nni_manager_ip: str | None, p
 @contextlib.contextmanager
 def _listening(port: int):
     """Listen on `port` (the manager's, not started yet) so the machines can show they reach it."""
-    from mnas_core.errors import ConfigError
-
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -299,8 +314,6 @@ class _RemoteMachine:
 
     @classmethod
     def from_config(cls, index: int, config: Any) -> _RemoteMachine:
-        from mnas_core.errors import ConfigError
-
         where = f"search.machines[{index}]"
         if not isinstance(config, dict) or not config.get("host"):
             raise ConfigError(f"{where} must be a mapping with at least host and ssh_key_file, got {config!r}")
@@ -333,104 +346,36 @@ class _RemoteMachine:
 
     def check(self, manager_ip: str, manager_port: int) -> dict[str, Any]:
         """Probe the machine and install the python shim; return its `RemoteMachineConfig` fields."""
-        client = self._connect()
-        try:
-            python = self._python(client)
-            info = self._run_check(client, python, manager_ip, manager_port)
-            shim_dir = self._install_shim(client, info["home"], info["executable"])
-        finally:
-            client.close()
+        target = SshTarget(name=self.name, host=self.host, port=self.port, user=self.user,
+                           key_file=self.ssh_key_file, known_hosts=self.known_hosts,
+                           strict_host_key=self.strict_host_key, timeout_s=REMOTE_SSH_TIMEOUT_S,
+                           settings=f"search.machines[{self.index}].",
+                           timeout_fix="check the machine's load and the network")
+        with SshSession(target) as session:
+            python = self._python(session)
+            info = self._run_check(session, python, manager_ip, manager_port)
+            shim_dir = self._install_shim(session, info["home"], info["executable"])
         return {"host": self.host, "port": self.port, "user": self.user, "ssh_key_file": self.ssh_key_file,
                 "python_path": shim_dir}
 
-    def _connect(self):
-        import paramiko
-
-        from mnas_core.errors import ConfigError, DeviceError
-
-        class UnknownHostKey(paramiko.SSHException):
-            def __init__(self, key: paramiko.PKey) -> None:
-                super().__init__("unknown host key")
-                self.key = key
-
-        class RejectUnknown(paramiko.MissingHostKeyPolicy):
-            def missing_host_key(self, client, hostname, key):
-                raise UnknownHostKey(key)
-
-        name = self.name
-
-        class AcceptWithWarning(paramiko.MissingHostKeyPolicy):  # strict_host_key=False: never saved, loudly
-            def missing_host_key(self, client, hostname, key):
-                log.warning("%s: strict_host_key=False, accepting unverified host key %s", name, _fingerprint(key))
-
-        client = paramiko.SSHClient()
-        if self.known_hosts.is_file():
-            client.load_system_host_keys(str(self.known_hosts))  # read-only: never written back
-        client.set_missing_host_key_policy(RejectUnknown() if self.strict_host_key else AcceptWithWarning())
-        timeout = REMOTE_SSH_TIMEOUT_S
-        try:
-            client.connect(hostname=self.host, port=self.port, username=self.user, key_filename=self.ssh_key_file,
-                           look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,
-                           auth_timeout=timeout)
-            return client
-        except UnknownHostKey as err:
-            message = (f"host key {_fingerprint(err.key)} is not in {self.known_hosts}; verify it, then add it "
-                       f"with `ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}` (NNI itself checks "
-                       "no host key)")
-        except paramiko.BadHostKeyException as err:
-            message = (f"host key {_fingerprint(err.key)} does not match {self.known_hosts} (machine reinstalled "
-                       "or someone in between); if expected, replace its line there")
-        except paramiko.PasswordRequiredException:
-            client.close()
-            raise ConfigError(f"{self.name}: key file {self.ssh_key_file} needs a passphrase, which NNI's remote "
-                              "service cannot use; use a key without one") from None
-        except paramiko.AuthenticationException:
-            message = (f"key {self.ssh_key_file} refused for user {self.user}; add its public key to the "
-                       "machine's ~/.ssh/authorized_keys or fix user/ssh_key_file")
-        except TimeoutError:
-            message = (f"no SSH answer within {timeout:g}s; check the machine is on and reachable and "
-                       "host/port are right")
-        except paramiko.ssh_exception.NoValidConnectionsError:
-            message = "connection refused; check the machine is on, sshd runs there and host/port are right"
-        except (OSError, paramiko.SSHException, EOFError) as err:
-            message = f"cannot connect ({_one_line(err)}); check the machine, sshd there and host/port"
-        client.close()
-        raise DeviceError(f"{self.name}: {message}") from None
-
-    def _exec(self, client, argv: list[str], timeout_s: float = REMOTE_SSH_TIMEOUT_S) -> tuple[int, str, str]:
-        from mnas_core.errors import DeviceError
-
-        try:
-            _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=timeout_s)
-            out = stdout.read().decode("utf-8", "replace")
-            err = stderr.read().decode("utf-8", "replace")
-            return stdout.channel.recv_exit_status(), out, err
-        except (TimeoutError, OSError, EOFError) as err:
-            raise DeviceError(f"{self.name}: `{argv[0]}` gave no answer within {timeout_s:g}s "
-                              f"({_one_line(err)})") from None
-
-    def _python(self, client) -> str:
+    def _python(self, session) -> str:
         """The machine's interpreter: python_path names it, or NNI-style the folder holding `python`; by
         default this process's own path (the same environment at the same place, e.g. a shared install)."""
-        from mnas_core.errors import ConfigError
-
         wanted = str(self.python_path or sys.executable)
         fix = (f"set search.machines[{self.index}].python_path to the machine's Python "
                "(with nni and mnas-nni installed)")
         for candidate in (wanted, posixpath.join(wanted, "python"), posixpath.join(wanted, "python3")):
-            status, _, _ = self._exec(client, ["test", "-f", candidate, "-a", "-x", candidate])
+            status, _, _ = session.exec(["test", "-f", candidate, "-a", "-x", candidate])
             if status == 0:
                 return candidate
         raise ConfigError(f"{self.name}: no Python at {wanted}; {fix}")
 
-    def _run_check(self, client, python: str, manager_ip: str, manager_port: int) -> dict[str, Any]:
+    def _run_check(self, session, python: str, manager_ip: str, manager_port: int) -> dict[str, Any]:
         import nni
 
-        from mnas_core.errors import ConfigError, DeviceError
-
         timeout = REMOTE_SSH_TIMEOUT_S / 2
-        status, out, err = self._exec(client, [python, "-c", _REMOTE_CHECK, manager_ip, str(manager_port),
-                                               f"{timeout:g}"], timeout_s=REMOTE_SSH_TIMEOUT_S * 3)
+        status, out, err = session.exec([python, "-c", _REMOTE_CHECK, manager_ip, str(manager_port), f"{timeout:g}"],
+                                        REMOTE_SSH_TIMEOUT_S * 3)
         try:
             info = json.loads(out.strip().splitlines()[-1])
         except (IndexError, ValueError):
@@ -448,11 +393,8 @@ class _RemoteMachine:
                               "as the machine sees it, and let search.port through the firewall")
         return info
 
-    def _install_shim(self, client, home: str, python: str) -> str:
+    def _install_shim(self, session, home: str, python: str) -> str:
         import hashlib
-        import io
-
-        from mnas_core.errors import ConfigError, DeviceError
 
         script = _PYTHON_SHIM.replace("{python}", shlex.quote(python))
         shim_dir = posixpath.join(home, ".cache", "mnas-nni", "nni-python",
@@ -460,27 +402,11 @@ class _RemoteMachine:
         if not _SHELL_SAFE.fullmatch(shim_dir):  # NNI pastes python_path into shell commands unquoted
             raise ConfigError(f"{self.name}: the remote home {home!r} has characters NNI cannot quote; "
                               "use an account whose home path is plain")
-        status, _, err = self._exec(client, ["mkdir", "-p", "-m", "700", "--", shim_dir])
+        status, _, err = session.exec(["mkdir", "-p", "-m", "700", "--", shim_dir])
         if status != 0:
             raise DeviceError(f"{self.name}: cannot create {shim_dir} ({_last_line(err)})")
-        shim = posixpath.join(shim_dir, "python")
-        try:
-            with client.open_sftp() as sftp:
-                tmp = f"{shim}.{os.getpid()}.tmp"
-                sftp.putfo(io.BytesIO(script.encode()), tmp)
-                sftp.chmod(tmp, 0o755)
-                sftp.posix_rename(tmp, shim)  # atomic: a concurrent search never runs half a script
-        except (OSError, EOFError) as err:
-            raise DeviceError(f"{self.name}: cannot write {shim} ({_one_line(err)})") from None
+        session.upload(script.encode(), posixpath.join(shim_dir, "python"), mode=0o755)
         return shim_dir
-
-
-def _fingerprint(key: Any) -> str:
-    return getattr(key, "fingerprint", None) or f"{key.get_name()} MD5:{key.get_fingerprint().hex()}"
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
 def _last_line(text: str) -> str:
@@ -503,3 +429,62 @@ def load_own_checkpoints_fully() -> None:
 
     if type(serializer.get_default_serializer()).__name__ != "OwnCheckpointSerializer":
         serializer.set_default_serializer(OwnCheckpointSerializer())
+
+
+# --- TPE --------------------------------------------------------------------------------------------------
+
+def tpe(*, optimize_mode: str = "maximize", seed: int | None = None, tpe_args: dict[str, Any] | None = None,
+        resample_duplicates: bool = True, retries: int = 1):
+    """`nni.nas.strategy.TPE` (the `strategy=tpe` word), with its duplicate handling made usable for NAS.
+
+    NNI 3.0's `TpeTuner` passes every suggestion through a `Deduplicator` that, on the first duplicate,
+    switches to a grid search and from then on replaces each duplicate by the next grid point. The grid starts
+    at the first value of every decision, so a converging TPE (which repeats itself often) is dragged to one
+    corner of the space: on the MNAS space it does worse than random search. With `resample_duplicates` a
+    duplicate is redrawn from TPE `retries` times, then replaced by a uniformly random new point (what NNI's
+    random tuner draws); NNI's grid fallback is only the last resort (a nearly exhausted space).
+    """
+    from nni.algorithms.hpo import random_tuner
+    from nni.algorithms.hpo.tpe_tuner import TpeTuner, suggest
+    from nni.nas.strategy import TPE
+
+    class ResamplingTpeTuner(TpeTuner):
+        def update_search_space(self, space) -> None:
+            super().update_search_space(space)
+            grid_fallback = self.dedup
+
+            def dedup(params):
+                for attempt in range(2 * retries):
+                    if grid_fallback._not_dup(params):  # records it when new
+                        return params
+                    if attempt < retries:
+                        params = suggest(self.args, self.rng, self.space, self._history)
+                    else:
+                        params = random_tuner.suggest(self.rng, self.space)
+                return grid_fallback(params)
+
+            self.dedup = dedup
+
+    tpe_args = dict(tpe_args) if tpe_args is not None else None
+    strategy = TPE(optimize_mode=optimize_mode, seed=seed, tpe_args=tpe_args)
+    if resample_duplicates:
+        strategy.tuner = ResamplingTpeTuner(optimize_mode=optimize_mode, seed=seed, tpe_args=tpe_args)
+    return strategy
+
+
+def skip_tpe_submission_sleep() -> None:
+    """`nni.nas.strategy.TPE` sleeps 1 s after every submission (nni/nas/strategy/hpo.py); on an in-process
+    engine with an instant objective (the benches) that is pure waiting. The tuner itself is untouched."""
+    import time
+
+    from nni.nas.strategy import hpo
+
+    class NoSleep:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(_seconds: float) -> None:
+            return None
+
+    hpo.time = NoSleep()

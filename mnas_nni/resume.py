@@ -17,6 +17,7 @@ from mnas_core.errors import ResumeError
 from mnas_nni.records import TrialRecord, load_records
 
 STATE_FILE = "resume.json"
+CONFIG_FILE = "config.resolved.yaml"  # the run's resolved config, the space's class count and resolution filled in
 
 
 def find_run_dir(value: Any, outputs: Path) -> Path:
@@ -45,6 +46,14 @@ def write_state(run_dir: Path, experiment_id: str, checkpointed_trials: int) -> 
     tmp = run_dir / f".{STATE_FILE}.tmp"
     tmp.write_text(json.dumps({"experiment_id": experiment_id, "checkpointed_trials": checkpointed_trials}))
     os.replace(tmp, run_dir / STATE_FILE)
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    import yaml
+
+    tmp = run_dir / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.replace(tmp, run_dir / CONFIG_FILE)
 
 
 def arch_key(arch: dict[str, Any] | None) -> str:

@@ -1,20 +1,27 @@
-"""A search from a composed config: build the parts each config word names, run them through NNI, record."""
+"""A search from a composed config: build the parts each config word names, run them through NNI, record.
+
+    run_search(cfg)  =  check settings -> open the run directory -> build the parts (every bad input fails
+                        here, before any training) -> run NNI's experiment -> the recorded trials
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from mnas_nni import nni_adapter, resume
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
+from mnas_nni import nni_adapter, resume
+from mnas_nni.console import ConsoleObserver
+from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records
-from mnas_nni.context import SETTINGS, context_for
 from mnas_nni.trial import evaluate_trial
 
 log = logging.getLogger(__name__)
@@ -45,11 +52,26 @@ def build_space(cfg: DictConfig, datamodule: Any):
     return instantiate(cfg.search_space, "search_space", _convert_="all", **overrides)  # plain lists: NNI traces them
 
 
-def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[SearchObserver] | None = None
-               ) -> list[TrialRecord]:
-    """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
-    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    search = resolved["search"]
+@dataclass
+class SearchParts:
+    """Everything a search runs with, built (and so checked) before the first trial."""
+
+    run_dir: Path
+    config: dict[str, Any]  # resolved; search_space.num_classes / resolution as built
+    context: TrialContext
+    space: Any
+    strategy: Any
+    tracker: SearchObserver
+    device_info: dict[str, Any]
+    remote: dict[str, Any] = field(default_factory=dict)
+    resume_state: dict[str, Any] = field(default_factory=dict)
+
+
+def build_parts(cfg: DictConfig, run_dir: Path | None = None) -> SearchParts:
+    """Every part a config word names. Bad input (reward, data folder, device, tracker, remote machines)
+    fails here with one line, before anything is trained."""
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    search = config["search"]
     check_search_settings(search)
     resume_state: dict[str, Any] = {}
     if search.get("resume"):  # continue an earlier search in its own run directory
@@ -61,80 +83,73 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     if search["execution"] == "remote":  # an unreachable or refusing machine fails here, before anything else
         remote = nni_adapter.prepare_remote(search.get("machines"), nni_manager_ip=search.get("nni_manager_ip"),
                                             port=int(search["port"]), working_dir=run_dir / "nni")
-
-    # Fail on bad input before any training: reward settings, data folder, device, tracker.
-    settings = {key: resolved[key] for key in SETTINGS}
-    context = context_for(settings)  # the trials of this process share it
-    reward = context.reward
-    datamodule = context.datamodule
-    space = build_space(cfg, datamodule)
-    resolved["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
-    nni_adapter.import_strategies_quietly()
+    nni_adapter.apply_patches()
+    context = context_for({key: config[key] for key in SETTINGS})
+    context.reward  # noqa: B018 - built now: a bad target or exponent fails before the data is loaded
+    space = build_space(cfg, context.datamodule)
+    config["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
     strategy = instantiate(cfg.strategy, "strategy", _convert_="all")
-    device_info = context.device.describe()  # reaches the device once: unreachable, key refused, no phone -> one line
-    _ = context.latency  # latency.mode=predict*: a missing, damaged or foreign layer table fails here, in one line
+    device_info = context.device.describe()  # reaches the device once: unreachable, key refused, no phone
+    context.latency  # noqa: B018 - latency.mode=predict*: a missing, damaged or foreign layer table fails here
     tracker = instantiate(cfg.tracking, "tracking")
+    return SearchParts(run_dir, config, context, space, strategy, tracker, device_info, remote, resume_state)
 
-    from mnas_nni.console import ConsoleObserver
 
+def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[SearchObserver] | None = None
+               ) -> list[TrialRecord]:
+    """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
+    parts = build_parts(cfg, run_dir)
+    config, search, run_dir = parts.config, parts.config["search"], parts.run_dir
+    resume.write_config(run_dir, config)
     trial_log = run_dir / "trials.jsonl"
     previous = load_records(trial_log)
     # The tracker starts first: a server that is down stops the search before the console shows anything.
-    group = ObserverGroup(tracker, TrialLogObserver(trial_log),
+    group = ObserverGroup(parts.tracker, TrialLogObserver(trial_log),
                           ConsoleObserver(total=search["max_trials"], top_k=search["top_k"]), *(observers or []))
-    if hasattr(strategy, "on_update"):
-        strategy.on_update = lambda stats: group.on_controller_update(int(stats.get("update", 0)), stats)
-
+    if hasattr(parts.strategy, "on_update"):
+        parts.strategy.on_update = lambda stats: group.on_controller_update(int(stats.get("update", 0)), stats)
     start = SearchInfo(
-        run_dir=run_dir,
-        config=resolved,
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        device=device_info,
-        strategy=cfg.strategy.get("_target_", "?"),
-        target_ms=reward.target_ms,
-        decisions={label: list(m.values) for label, m in space.simplify().items()},
-        resumed=bool(previous),
+        run_dir=run_dir, config=config, config_yaml=yaml.safe_dump(config, sort_keys=False), device=parts.device_info,
+        strategy=cfg.strategy.get("_target_", "?"), target_ms=parts.context.reward.target_ms,
+        decisions={label: list(m.values) for label, m in parts.space.simplify().items()}, resumed=bool(previous),
     )
     try:
         group.on_search_start(start)
     except BaseException:
         group.close()
         raise
+    show_ui_hint(parts.tracker)
     recorder = TrialRecorder(group, first_trial=len(previous) + 1)
-
-    from nni.nas.evaluator import FunctionalEvaluator
-
-    evaluator = FunctionalEvaluator(
-        evaluate_trial,
-        **settings,
-        failure_reward=float(search["failure_reward"]),
-        timeout_s=search["trial_timeout_s"],
-        replay=resume.replay_table(trial_log, resume_state.get("checkpointed_trials", 0)) if resume_state else None,
-    )
-    config = nni_adapter.experiment_config(
-        search["execution"],
-        max_trials=search["max_trials"],
-        concurrency=search["concurrency"],
-        working_dir=str(run_dir / "nni"),
-        **remote,
-    )
+    replay = resume.replay_table(trial_log, parts.resume_state.get("checkpointed_trials", 0)) \
+        if parts.resume_state else None
+    evaluator = nni_adapter.trial_evaluator(evaluate_trial, **{key: config[key] for key in SETTINGS},
+                                            failure_reward=float(search["failure_reward"]),
+                                            timeout_s=search["trial_timeout_s"], replay=replay)
+    experiment_config = nni_adapter.experiment_config(search["execution"], max_trials=search["max_trials"],
+                                                      concurrency=search["concurrency"],
+                                                      working_dir=str(run_dir / "nni"), **parts.remote)
 
     def checkpoint(experiment: Any) -> None:
         experiment.save_checkpoint()
         resume.write_state(run_dir, experiment.id, recorder.next_trial - 1)
 
-    experiment = nni_adapter.make_experiment(space, evaluator, strategy, config, recorder.on_final_metric,
-                                             recorder.on_training_end, experiment_id=resume_state.get("experiment_id"),
+    experiment = nni_adapter.make_experiment(parts.space, evaluator, parts.strategy, experiment_config,
+                                             recorder.on_final_metric, recorder.on_training_end,
+                                             experiment_id=parts.resume_state.get("experiment_id"),
                                              after_training_end=checkpoint)
-    resume.write_state(run_dir, experiment.id, resume_state.get("checkpointed_trials", 0))
-    nni_adapter.quiet_nni_console()
-    nni_adapter.load_json_without_comment_stripping()
-    nni_adapter.load_own_checkpoints_fully()
+    resume.write_state(run_dir, experiment.id, parts.resume_state.get("checkpointed_trials", 0))
     try:
-        nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(resume_state))
+        nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state))
     finally:
         recorder.flush()
         records = load_records(trial_log)
         group.on_search_end(records)
         group.close()
+        show_ui_hint(parts.tracker)
     return records
+
+
+def show_ui_hint(tracker: SearchObserver) -> None:
+    hint = getattr(tracker, "ui_hint", lambda: None)()
+    if hint:
+        print(hint, flush=True)

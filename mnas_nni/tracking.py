@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mnas_core.errors import ConfigError
+from mnas_core.retry import retry
 from mnas_nni.observers import SearchInfo, SearchObserver
 from mnas_nni.records import TrialRecord, load_records, pareto_front
 from mnas_nni.records import top_k as best_by
@@ -185,6 +186,19 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def ui_link(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port: int = 5000
+            ) -> tuple[str | None, str]:
+    """The command that serves a store (None for a server) and the link to an experiment's runs table.
+
+    MLflow 3's UI opens an experiment in its GenAI view whatever the experiment's kind tag says;
+    `workflowType=machine_learning` opens the runs table in model-training mode."""
+    runs = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if tracking_uri.startswith(("http://", "https://")):
+        return None, f"{redact_uri(tracking_uri).rstrip('/')}/{runs}"
+    return (f"mlflow ui --backend-store-uri {tracking_uri} --host {host} --port {port}",
+            f"http://{host}:{port}/{runs}")
+
+
 def check_reachable(uri: str, timeout_s: float = 3.0, fix: str = "start it or set tracking=none") -> None:
     """Raise ConfigError at once when an http(s) tracking server does not answer; other stores pass."""
     if not uri.startswith(("http://", "https://")):
@@ -244,18 +258,18 @@ class MlflowTracker(SearchObserver):
     # ----- plumbing
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        for attempt in range(self.retries + 1):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as err:  # any MLflow/network fault is retried, then dropped
-                reason = redact_uri(str(err).splitlines()[0] if str(err) else repr(err))
-                if attempt == self.retries or _is_client_error(err):
-                    raise _GaveUp(f"{what}: {reason}") from err
-                delay = min(0.5 * 2**attempt, 5.0)
-                log.warning("MLflow tracking: %s failed (%s); retry %d of %d in %.1f s", what, reason, attempt + 1,
-                            self.retries, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        def reason(err: BaseException) -> str:
+            return redact_uri(str(err).splitlines()[0] if str(err) else repr(err))
+
+        def warn(err: BaseException, attempt: int, delay: float) -> None:
+            log.warning("MLflow tracking: %s failed (%s); retry %d of %d in %.1f s", what, reason(err), attempt,
+                        self.retries, delay)
+
+        try:  # any MLflow/network fault is retried, then dropped; a request MLflow rejected is dropped at once
+            return retry(lambda: fn(*args, **kwargs), retries=self.retries, retry_on=Exception, delay_s=0.5,
+                         max_delay_s=5.0, give_up=_is_client_error, on_retry=warn)
+        except Exception as err:
+            raise _GaveUp(f"{what}: {reason(err)}") from err
 
     def _guarded(self, hook: str, body: Callable[[], None]) -> None:
         """Run a hook body under the lock; a dropped call ends the hook with one warning, never an exception."""
@@ -318,6 +332,13 @@ class MlflowTracker(SearchObserver):
         log.info("MLflow: experiment %r (id %s), run %s at %s", self.experiment_name, self.experiment_id,
                  self.parent_run_id, redact_uri(self.tracking_uri))
         self._guarded("search start", lambda: self._log_search_config(info))
+
+    def ui_hint(self) -> str | None:
+        """Two lines for the terminal: how to open this search in the MLflow UI."""
+        if self.experiment_id is None:
+            return None
+        serve, link = ui_link(self.tracking_uri, self.experiment_id)
+        return (f"MLflow: {serve}\n" if serve else "") + f"MLflow runs: {link}"
 
     def _experiment_id(self) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)

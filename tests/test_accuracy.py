@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch import Tensor, nn
 
-from evaluators.accuracy import ClassificationModule, LrMultiplier, ProxyResult, train_proxy
+from evaluators.accuracy import ClassificationModule, ProxyResult, lr_scheduler, train_proxy
 from evaluators.data import DigitsDataModule, ImageNetDataModule
 from mnas_core.errors import ConfigError, TrialError
 
@@ -130,13 +131,26 @@ def test_training_batches_are_augmented_and_validation_batches_are_not(tmp_path:
     assert torch.equal(torch.cat(model.eval_batches), plain_val)
 
 
-def test_lr_multiplier_warms_up_then_follows_the_schedule() -> None:
-    cosine = LrMultiplier("cosine", total_steps=100, steps_per_epoch=10, warmup_steps=10)
-    assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
-    assert cosine(10) == pytest.approx(1.0) and cosine(55) == pytest.approx(0.5) and cosine(100) < 1e-9
-    exponential = LrMultiplier("exponential", total_steps=100, steps_per_epoch=10, lr_decay=0.5)
-    assert exponential(0) == 1.0 and exponential(20) == pytest.approx(0.25)
-    assert LrMultiplier("constant", total_steps=100, steps_per_epoch=10)(77) == 1.0
+def lr_factors(schedule: str, steps: int, **kwargs) -> list[float]:
+    """The learning rate of each step (peak 1) from `lr_scheduler`, as Lightning steps it."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = lr_scheduler(optimizer, schedule, total_steps=100, steps_per_epoch=10, **kwargs)
+    factors = []
+    for _ in range(steps):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return factors
+
+
+def test_lr_schedule_warms_up_then_follows_the_schedule() -> None:
+    cosine = lr_factors("cosine", 101, warmup_steps=10)
+    assert cosine[0] == pytest.approx(0.1) and cosine[9] == pytest.approx(1.0)
+    assert cosine[10] == pytest.approx(1.0) and cosine[55] == pytest.approx(0.5) and cosine[100] < 1e-9
+    assert all(a <= b for a, b in itertools.pairwise(cosine[:10])), "the warm-up rises"
+    exponential = lr_factors("exponential", 21, lr_decay=0.5)
+    assert exponential[0] == 1.0 and exponential[20] == pytest.approx(0.25)
+    assert lr_factors("constant", 78)[77] == 1.0
 
 
 def test_weight_decay_skips_biases_and_norm_parameters() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mnas_nni.observers import ObserverGroup
-from mnas_nni.tracking import MlflowTracker
+from mnas_nni.tracking import MlflowTracker, ui_link
 from tests.mlflow_server import mlflow_server
 from tests.test_tracking import RECORDS, search_info
 
@@ -67,3 +67,25 @@ def test_ui_lists_the_experiment_and_its_trial_runs(tracked, tmp_path: Path):
     assert "4 matching runs" in body
     for shot in ("experiments.png", "runs.png"):
         assert (tmp_path / shot).stat().st_size > 20_000
+
+
+def test_the_printed_link_opens_the_model_training_view_with_the_trials(tracked, tmp_path: Path):
+    url, experiment_id = tracked
+    serve, link = ui_link(url, experiment_id)
+    assert serve is None and link.endswith("?workflowType=machine_learning")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(link)
+            parent = page.get_by_role("row").filter(has_text="ui-search").first
+            parent.wait_for(timeout=WAIT_MS)
+            parent.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
+            page.get_by_role("row").filter(has_text=f"trial-{RECORDS[-1].trial:03d}").first.wait_for(timeout=WAIT_MS)
+            page.screenshot(path=tmp_path / "model-training.png", full_page=True)
+            body = page.inner_text("body")
+        finally:
+            browser.close()
+    assert "Model training" in body and "No data" not in body
+    assert all(f"trial-{r.trial:03d}" in body for r in RECORDS)
+

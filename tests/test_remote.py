@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sshd import SshdServer, find_sshd, running_sshd
 
-from mnas_nni import nni_adapter
 from mnas_core.errors import ConfigError, DeviceError
+from mnas_nni import nni_adapter
 
 REPO = Path(__file__).resolve().parent.parent
 SEARCH_TIMEOUT_S = 240  # the run takes ~80 s on 2 shared cores: NNI start ~10 s, then ~30 s a trial

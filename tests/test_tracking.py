@@ -16,7 +16,7 @@ from mnas_core.errors import ConfigError
 from mnas_nni.export import resolve_source
 from mnas_nni.observers import ObserverGroup, SearchInfo
 from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord
-from mnas_nni.tracking import MlflowTracker, flatten_params, mask_secrets, resolve_tracking_uri
+from mnas_nni.tracking import MlflowTracker, flatten_params, mask_secrets, resolve_tracking_uri, ui_link
 from search_spaces import ArchSpec, load_preset
 from tests.mlflow_server import mlflow_server
 
@@ -334,3 +334,9 @@ def test_hiccups_mid_search_are_retried_then_warned_never_raised(server, tmp_pat
     assert logged == {"1"}
     first = next(r for r in runs if r.data.tags.get("trial") == "1")
     assert first.data.metrics["reward"] == pytest.approx(0.63) and first.info.status == "FINISHED"
+
+
+def test_a_sqlite_store_gets_the_command_that_serves_it():
+    serve, link = ui_link("sqlite:////tmp/x/mlflow.db", "7")
+    assert serve == "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db --host 127.0.0.1 --port 5000"
+    assert link == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"

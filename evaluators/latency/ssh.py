@@ -1,30 +1,25 @@
-"""SshDevice: a Linux board reached over SSH (paramiko), measured with the board's own onnxruntime.
+"""SshDevice: a Linux board reached over SSH, measured with the board's own onnxruntime.
 
-Each measurement connects, copies ort_runner.py (once) and the .onnx over SFTP, runs the runner with the
-board's Python and parses the single JSON line it prints. Host keys are checked against known_hosts by
-default. Remote commands are built from shlex-quoted arguments, so any model path is safe.
-Connection failures are retried ``retries`` times; host-key, authentication and runner failures are not.
+Each measurement logs in (mnas_core.ssh: host keys checked against known_hosts by default, every argument
+shell-quoted, atomic uploads), copies ort_runner.py (once per version) and the .onnx, runs the runner with the
+board's Python and parses the single JSON line it prints. Connection failures are retried ``retries`` times;
+host-key, authentication and runner failures are not.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
-import io
 import logging
 import posixpath
-import shlex
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import paramiko
-
 from mnas_core.errors import ConfigError, DeviceError, DeviceTimeoutError
+from mnas_core.retry import retry
+from mnas_core.ssh import SshSession, SshTarget, SshTransientError
 
 from .device import LatencyDevice, last_line, parse_runner_output, shape_arg
 from .local import RUNNER_PATH
@@ -32,45 +27,6 @@ from .result import LatencyResult, summarize
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class _Transient(Exception):
-    """A connection failure worth retrying; carries the final one-line error if retries run out."""
-
-    def __init__(self, error: DeviceError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _UnknownHostKey(paramiko.SSHException):
-    def __init__(self, key: paramiko.PKey) -> None:
-        super().__init__("unknown host key")
-        self.key = key
-
-
-class _RejectUnknownHost(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise _UnknownHostKey(key)
-
-
-class _AcceptWithWarning(paramiko.MissingHostKeyPolicy):
-    """strict_host_key=False: accept an unknown key for this connection only (never saved), loudly."""
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        log.warning("strict_host_key=False: accepting unverified host key %s for %s", _fingerprint(key), hostname)
-
-
-@dataclass
-class _Session:
-    """One connection: the SSH client, its SFTP channel and whether remote_dir is known to exist."""
-
-    client: paramiko.SSHClient
-    sftp: paramiko.SFTPClient
-    remote_dir_ready: bool = False
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    return getattr(key, "fingerprint", None) or f"{key.get_name()} MD5:{key.get_fingerprint().hex()}"
 
 
 class SshDevice(LatencyDevice):
@@ -127,6 +83,12 @@ class SshDevice(LatencyDevice):
     def lock_name(self) -> str:
         return f"ssh:{self.host}:{self.port}"
 
+    @property
+    def target(self) -> SshTarget:
+        return SshTarget(name=self.name, host=self.host, port=self.port, user=self.user, key_file=self.key_file,
+                         known_hosts=self.known_hosts, strict_host_key=self.strict_host_key,
+                         timeout_s=self.connect_timeout_s, settings="device.")
+
     # --- LatencyDevice -------------------------------------------------------------------------------
 
     def _describe(self) -> dict[str, Any]:
@@ -139,29 +101,26 @@ class SshDevice(LatencyDevice):
             raise DeviceError(f"{self.name}: model file {path} does not exist; export it first with export_onnx")
         shape = shape_arg(input_shape)
 
-        def upload_and_run(session: _Session) -> dict[str, Any]:
-            self._ensure_remote_dir(session)
+        def upload_and_run(session: SshSession) -> dict[str, Any]:
+            self._ensure_runner(session)  # also creates remote_dir
             remote_model = posixpath.join(self.remote_dir, f"{uuid.uuid4().hex[:8]}-{path.name}")
-            self._upload(session, lambda: session.sftp.put(str(path), remote_model))
+            session.upload(path, remote_model)
             try:
                 return self._run_runner(session, ["--model", remote_model, "--shape", shape,
                                                   "--warmup", str(self.warmup), "--runs", str(self.runs)])
             finally:
-                try:
-                    session.sftp.remove(remote_model)
-                except OSError:
-                    log.warning("%s: could not remove %s on the board", self.name, remote_model)
+                session.remove(remote_model)
 
         return summarize(self._with_retries(upload_and_run)["samples_ms"])
 
     # --- remote runner ----------------------------------------------------------------------------------
 
-    def _run_runner(self, session: _Session, args: list[str]) -> dict[str, Any]:
+    def _run_runner(self, session: SshSession, args: list[str]) -> dict[str, Any]:
         runner = self._ensure_runner(session)
         argv = [self.python, runner, "--threads", str(self.threads), "--deadline-s", f"{self.timeout_s:g}", *args]
         if self.cores:
             argv += ["--cores", ",".join(map(str, self.cores))]
-        status, stdout, stderr = self._exec(session.client, argv, self.timeout_s + 10)
+        status, stdout, stderr = session.exec(argv, self.timeout_s + 10)
         if status == 0:
             return parse_runner_output(stdout, self.name)
         if status == 127:
@@ -175,17 +134,13 @@ class SshDevice(LatencyDevice):
                                      "or a crash); raise device.timeout_s or lower device.runs")
         raise DeviceError(f"{self.name}: remote latency runner failed (exit {status}): {last_line(stderr)}")
 
-    def _ensure_remote_dir(self, session: _Session) -> None:
-        if session.remote_dir_ready:
-            return
-        status, _, stderr = self._exec(session.client, ["mkdir", "-p", "--", self.remote_dir],
-                                       self.connect_timeout_s)
+    def _ensure_remote_dir(self, session: SshSession) -> None:
+        status, _, stderr = session.exec(["mkdir", "-p", "--", self.remote_dir], self.connect_timeout_s)
         if status != 0:
             raise DeviceError(f"{self.name}: cannot create {self.remote_dir} ({last_line(stderr)}); "
                               "set device.remote_dir to a writable folder")
-        session.remote_dir_ready = True
 
-    def _ensure_runner(self, session: _Session) -> str:
+    def _ensure_runner(self, session: SshSession) -> str:
         """Upload ort_runner.py under a content-hashed name (once per board and version); return its path."""
         source = RUNNER_PATH.read_bytes()
         remote = posixpath.join(self.remote_dir, f"ort_runner-{hashlib.sha256(source).hexdigest()[:12]}.py")
@@ -195,104 +150,15 @@ class SshDevice(LatencyDevice):
         except OSError:
             pass
         self._ensure_remote_dir(session)
-        tmp = f"{remote}.{uuid.uuid4().hex[:8]}.tmp"
-        self._upload(session, lambda: session.sftp.putfo(io.BytesIO(source), tmp))
-        session.sftp.posix_rename(tmp, remote)  # atomic: concurrent uploaders never see half a script
+        session.upload(source, remote)
         return remote
-
-    def _upload(self, session: _Session, put: Callable[[], object]) -> None:
-        try:
-            put()
-        except OSError as exc:
-            raise DeviceError(f"{self.name}: cannot copy to {self.remote_dir} on the board ({_one_line(exc)}); "
-                              "set device.remote_dir to a writable folder") from exc
-
-    def _exec(self, client: paramiko.SSHClient, argv: list[str], timeout_s: float) -> tuple[int, str, str]:
-        """Run argv (each argument shell-quoted) and return (exit status, stdout, stderr)."""
-        command = shlex.join(argv)
-        try:
-            _, stdout, stderr = client.exec_command(command, timeout=timeout_s)
-            out = stdout.read().decode("utf-8", "replace")
-            err = stderr.read().decode("utf-8", "replace")
-            return stdout.channel.recv_exit_status(), out, err
-        except TimeoutError as exc:
-            raise DeviceTimeoutError(f"{self.name}: no answer within {timeout_s:g}s; raise device.timeout_s "
-                                     "or lower device.runs") from exc
 
     # --- connection ---------------------------------------------------------------------------------------
 
-    def _with_retries(self, operation: Callable[[_Session], T]) -> T:
-        delay = self.retry_delay_s
-        for attempt in range(self.retries + 1):
-            try:
-                with self._connection() as session:
-                    return operation(session)
-            except _Transient as transient:
-                if attempt == self.retries:
-                    raise transient.error from None
-                log.info("retrying in %.1fs: %s", delay, transient)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+    def _with_retries(self, operation: Callable[[SshSession], T]) -> T:
+        def once() -> T:
+            with SshSession(self.target) as session:
+                return operation(session)
 
-    @contextmanager
-    def _connection(self) -> Iterator[_Session]:
-        client = paramiko.SSHClient()
-        try:
-            self._connect(client)
-            try:
-                with client.open_sftp() as sftp:
-                    yield _Session(client, sftp)
-            except (paramiko.SSHException, EOFError, ConnectionError) as exc:
-                raise _Transient(DeviceError(f"{self.name}: connection lost ({_one_line(exc)}); check the "
-                                             "board and the network, then retry")) from exc
-        finally:
-            client.close()
-
-    def _connect(self, client: paramiko.SSHClient) -> None:
-        if self.known_hosts.is_file():
-            client.load_system_host_keys(str(self.known_hosts))  # read-only: never written back
-        client.set_missing_host_key_policy(_RejectUnknownHost() if self.strict_host_key else _AcceptWithWarning())
-        if self.key_file and not Path(self.key_file).is_file():
-            raise DeviceError(f"{self.name}: key file {self.key_file} not found; set device.key_file to your "
-                              "private key (e.g. ~/.ssh/id_ed25519)")
-        known_name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-        try:
-            client.connect(
-                hostname=self.host, port=self.port, username=self.user, key_filename=self.key_file,
-                look_for_keys=self.key_file is None, allow_agent=self.key_file is None,
-                timeout=self.connect_timeout_s, banner_timeout=self.connect_timeout_s,
-                auth_timeout=self.connect_timeout_s,
-            )
-        except _UnknownHostKey as exc:
-            raise DeviceError(
-                f"{self.name}: host key {_fingerprint(exc.key)} is not in {self.known_hosts}; verify it, then "
-                f"add it with `ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}`"
-            ) from None
-        except paramiko.BadHostKeyException as exc:
-            raise DeviceError(
-                f"{self.name}: host key {_fingerprint(exc.key)} does not match {self.known_hosts} (board "
-                f"reinstalled or someone in between); if expected, run `ssh-keygen -R '{known_name}' "
-                f"-f {self.known_hosts}` and add the new key"
-            ) from None
-        except paramiko.PasswordRequiredException:
-            raise DeviceError(f"{self.name}: key file {self.key_file} needs a passphrase; load it into "
-                              "ssh-agent and set device.key_file: null, or use a key without one") from None
-        except paramiko.AuthenticationException:
-            which = f"key {self.key_file}" if self.key_file else "ssh-agent/default keys"
-            raise DeviceError(f"{self.name}: {which} refused for user {self.user}; add the public key to the "
-                              "board's ~/.ssh/authorized_keys or fix device.user/device.key_file") from None
-        except TimeoutError as exc:
-            raise _Transient(DeviceTimeoutError(
-                f"{self.name}: no SSH answer within {self.connect_timeout_s:g}s; check the board is on and "
-                "reachable, or raise device.connect_timeout_s")) from exc
-        except paramiko.ssh_exception.NoValidConnectionsError as exc:
-            raise _Transient(DeviceError(f"{self.name}: connection refused; check the board is on, sshd runs "
-                                         "there and device.host/port are right")) from exc
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise _Transient(DeviceError(f"{self.name}: cannot connect ({_one_line(exc)}); check the board is "
-                                         "on, sshd runs there and device.host/port are right")) from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+        return retry(once, retries=self.retries, retry_on=SshTransientError, delay_s=self.retry_delay_s,
+                     what=f"{self.name}: SSH")
