@@ -2,11 +2,10 @@
 
     reward = ACC * (LAT / T) ** w            (paper Eq. 2, soft constraint w = -0.07)
 
-* LAT: a per-layer latency lookup table measured on this machine (onnxruntime, one thread, batch 1, 224 px,
-  fastest of 15 runs),
-  summed over stem, every layer body and shortcut, and head, as ProxylessNAS/FBNet do. Each distinct
-  (op, kernel, expand, SE, in/out channels, stride, input resolution) is exported and timed once; the table is
-  cached to a JSON file.
+* LAT: the project's layer-wise latency predictor (evaluators/latency/predictor.py) for this machine
+  (LocalDevice: onnxruntime, one thread, batch 1, 224 px, median of 15 runs): stem, every layer body and
+  shortcut, and head, each distinct one measured once, summed as ProxylessNAS/FBNet do, then calibrated on
+  whole models; the table is cached to a JSON file.
 * T: the table's latency of MobileNetV2 1.0 (the space's skeleton): the paper's T = 75 ms is MobileNetV2's
   latency on its phone.
 * ACC: NASWOT (Mellor et al. 2021, "Neural Architecture Search without Training"): the log-determinant of the
@@ -20,174 +19,47 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import statistics
-import time
-import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from search_spaces import ArchSpec, BlockSpec, MnasSpace, SpaceConfig, load_preset
+from evaluators.latency import LatencyEvaluator, LatencyPredictor, LatencyTable, LocalDevice, build_table
+from evaluators.latency.layers import space_hash
+from search_spaces import ArchSpec, MnasSpace, SpaceConfig, load_preset
 from search_spaces.builder import build_layer
-from search_spaces.layers import ConvBnAct, PoolShortcut, SearchLayer
+from search_spaces.layers import ConvBnAct, SearchLayer
 
 DEFAULT_CACHE = Path("~/.cache/mnas-nni/bench").expanduser()
 Key = str
 
 
-def _out_res(res: int, stride: int) -> int:
-    return (res - 1) // stride + 1  # 'same' padding with odd kernels
+def bench_device() -> LocalDevice:
+    """The bench's latency device: this CPU through onnxruntime, one thread, batch 1 (the paper's setting)."""
+    return LocalDevice(threads=1, warmup=3, runs=15)
 
 
-class _Add(nn.Module):
-    """An identity residual: the elementwise add a layer pays when its skip is identity."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + x
-
-
-class _Head(nn.Module):
-    def __init__(self, in_ch: int, head: int, classes: int):
-        super().__init__()
-        self.conv, self.fc = ConvBnAct(in_ch, head, 1), nn.Linear(head, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(x).mean((2, 3)))
-
-
-def time_onnx(module: nn.Module, shape: tuple[int, ...], runs: int = 15, warmup: int = 3) -> float:
-    """Fastest of ``runs`` single-threaded onnxruntime inferences of ``module`` at batch 1, in ms.
-
-    The minimum, not the median: this machine is shared, and other processes only ever add time."""
-    import onnxruntime as ort
-
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (torch.zeros(shape),), buf, dynamo=False, opset_version=17,
-                          input_names=["x"], do_constant_folding=True)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-    x = {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-    for _ in range(warmup):
-        session.run(None, x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, x)
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
-
-
-class LatencyTable:
-    """Per-layer latency lookup table of one search space at one resolution, measured once and cached."""
-
-    def __init__(self, config: SpaceConfig, path: Path, resolution: int = 224, num_classes: int = 1000):
-        self.config, self.path, self.resolution, self.num_classes = config, path, resolution, num_classes
-        self.entries: dict[Key, float] = json.loads(path.read_text()) if path.is_file() else {}
-
-    # The pieces of a network, as (key, builder, input shape).
-    def pieces(self, arch: ArchSpec) -> Iterator[tuple[Key, Callable[[], nn.Module], tuple[int, ...]]]:
-        res = self.resolution
-        yield f"stem|{arch.stem_filters}|{res}", lambda: ConvBnAct(3, arch.stem_filters, 3, 2), (1, 3, res, res)
-        res, ch = _out_res(res, 2), arch.stem_filters
-        for block in arch.blocks:
-            for i in range(block.repeats):
-                stride = block.stride if i == 0 else 1
-                yield from self._layer(block, ch, stride, res)
-                ch, res = block.out_filters, _out_res(res, stride)
-        yield (f"head|{ch}|{arch.head_filters}|{res}|{self.num_classes}",
-               lambda: _Head(ch, arch.head_filters, self.num_classes), (1, ch, res, res))
-
-    def _layer(self, block: BlockSpec, ch: int, stride: int, res: int):
-        b = dataclasses.replace(block, skip="none")
-        key = f"body|{b.op}|{b.kernel}|{b.expand}|{b.se_ratio}|{ch}|{b.out_filters}|{stride}|{res}"
-        yield key, lambda: build_layer(b, ch, stride), (1, ch, res, res)
-        if block.skip == "pool":
-            yield (f"pool|{ch}|{b.out_filters}|{stride}|{res}", lambda: PoolShortcut(ch, b.out_filters, stride),
-                   (1, ch, res, res))
-        elif block.skip == "identity" and stride == 1 and ch == block.out_filters:
-            out = _out_res(res, stride)
-            yield f"add|{ch}|{out}", _Add, (1, ch, out, out)
-
-    def arch_ms(self, arch: ArchSpec) -> float:
-        total = 0.0
-        for key, make, shape in self.pieces(arch):
-            if key not in self.entries:
-                self.entries[key] = time_onnx(make(), shape)
-            total += self.entries[key]
-        return total
-
-    def every_piece(self) -> dict[Key, tuple[Callable[[], nn.Module], tuple[int, ...]]]:
-        """Every piece any architecture of the space can contain."""
-        cfg, pieces = self.config, {}
-        choices = [cfg.choices(i) for i in range(len(cfg.skeleton))]
-        stem = cfg.scaled(cfg.stem_filters)
-        head = max(cfg.head_filters, cfg.scaled(cfg.head_filters))
-        res = _out_res(self.resolution, 2)
-        ins = [stem]
-        for base, ch in zip(cfg.skeleton, choices):
-            for c_in in ins:
-                for c_out in ch["filters"]:
-                    for word in ch["conv_op"]:
-                        op, expand = _op(word)
-                        for k in ch["kernel"]:
-                            for se in ch["se_ratio"]:
-                                for skip in ch["skip"]:
-                                    block = BlockSpec(op, 2, k, base.stride, expand, c_in, c_out, se, skip)
-                                    arch = ArchSpec((block,), stem, head)
-                                    for key, make, shape in self._block_pieces(arch, res):
-                                        pieces[key] = (make, shape)
-            res, ins = _out_res(res, base.stride), ch["filters"]
-        for c in ins:
-            pieces[f"head|{c}|{head}|{res}|{self.num_classes}"] = (
-                (lambda c=c: _Head(c, head, self.num_classes)), (1, c, res, res))
-        stem_key = f"stem|{stem}|{self.resolution}"
-        pieces[stem_key] = ((lambda: ConvBnAct(3, stem, 3, 2)), (1, 3, self.resolution, self.resolution))
-        return pieces
-
-    def _block_pieces(self, arch: ArchSpec, res: int):
-        block, ch = arch.blocks[0], arch.blocks[0].in_filters
-        for i in range(2):  # the first layer and a repeat cover every layer of the block
-            stride = block.stride if i == 0 else 1
-            yield from self._layer(block, ch, stride, res)
-            ch, res = block.out_filters, _out_res(res, stride)
-
-    def build(self, log: Callable[[str], None] = print) -> None:
-        missing = {k: v for k, v in self.every_piece().items() if k not in self.entries}
-        if not missing:
-            return
-        log(f"measuring {len(missing)} layers with onnxruntime (1 thread, batch 1, {self.resolution} px); "
-            f"cached in {self.path}")
-        start = time.perf_counter()
-        for i, (key, (make, shape)) in enumerate(sorted(missing.items())):
-            self.entries[key] = time_onnx(make(), shape)
-            if (i + 1) % 200 == 0:
-                log(f"  {i + 1}/{len(missing)} ({time.perf_counter() - start:.0f} s)")
-                self.save()
-        self.save()
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
-        tmp.replace(self.path)
-
-
-def _op(word: str) -> tuple[str, int]:
-    from search_spaces.space import CONV_OP_WORDS
-
-    return CONV_OP_WORDS[word]
+def bench_predictor(cache_dir: Path, config: SpaceConfig, log: Callable[[str], None] = print,
+                    calibration_models: int = 20) -> LatencyPredictor:
+    """The layer-wise latency table of ``config`` on this CPU (built once, then read), as a predictor: the one
+    code path a search's `latency.mode=predict` uses too (evaluators/latency/predictor.py)."""
+    device = bench_device()
+    path = cache_dir / f"latency_table_{device.name}_{config.resolution}px.json"
+    table = LatencyTable.load(path) if path.is_file() else None
+    complete = table is not None and table.fit is not None and space_hash(config) in table.spaces \
+        and table.spaces[space_hash(config)].get("complete")
+    if not complete:
+        evaluator = LatencyEvaluator(device, cache_path=None)
+        log(build_table(device, config, path, evaluator, calibration_models=calibration_models,
+                        progress=False, log=log).line())
+        table = LatencyTable.load(path)
+    return LatencyPredictor(table, config.num_classes)
 
 
 def digits_batch(n: int = 16, resolution: int = 32, seed: int = 0) -> torch.Tensor:
@@ -285,9 +157,8 @@ class MnasObjective:
                  with_accuracy: bool = True, log: Callable[[str], None] = print):
         self.space = SpaceConfig()
         self.exponent = exponent
-        self.table = LatencyTable(self.space, cache_dir / "latency_lut_ort_224_min.json")
-        self.table.build(log)
-        self.target_ms = self.table.arch_ms(load_preset("mobilenet_v2"))
+        self.predictor = bench_predictor(cache_dir, self.space, log)
+        self.target_ms = self.predictor.predict(load_preset("mobilenet_v2"))
         self.evaluations = 0
         if not with_accuracy:  # latency only (the overhead runs)
             return
@@ -313,7 +184,7 @@ class MnasObjective:
     def __call__(self, sample: dict) -> dict:
         self.evaluations += 1
         arch = self.space.arch_from_sample(sample)
-        latency = self.table.arch_ms(arch)
+        latency = self.predictor.predict(arch)
         accuracy = self.calibration.accuracy(self.score(arch))
         reward = accuracy * (latency / self.target_ms) ** self.exponent
         return {"default": reward, "reward": reward, "accuracy": accuracy, "latency_ms": latency}

@@ -106,7 +106,7 @@ def run_search(word: str, seed: int, budget: int, overrides: dict[str, Any], rew
         if reward == "mnas":
             metric = obj(model.sample)
         else:  # cheap, still real: the latency half of the reward alone (overhead runs)
-            lat = obj.table.arch_ms(obj.space.arch_from_sample(model.sample))
+            lat = obj.predictor.predict(obj.space.arch_from_sample(model.sample))
             metric = {"default": -lat / obj.target_ms, "accuracy": 0.0, "latency_ms": lat}
         rewards.append(metric["default"])
         keys.append(tuple(model.sample.values()))
@@ -289,18 +289,21 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     _quiet()
-    from bench._objective import MnasObjective, time_onnx
+    from bench._objective import MnasObjective, bench_device
+    from evaluators.latency import LatencyEvaluator
     from search_spaces import build_model, load_preset
 
     start = time.perf_counter()
     obj = MnasObjective(Path(cache_dir))
     obj.save_scores()
     print(f"objective: reward = ACC * (LAT/T)^{obj.exponent}; T = {obj.target_ms:.3f} ms (LUT latency of "
-          f"MobileNetV2 1.0 on this CPU, onnxruntime 1 thread); LUT: {len(obj.table.entries)} layers")
+          f"MobileNetV2 1.0 on this CPU, onnxruntime 1 thread); LUT: {len(obj.predictor.layers)} layers")
+    measured = LatencyEvaluator(bench_device(), cache_path=None)
     for name in ("mobilenet_v2", "mnasnet_a1"):
         arch = load_preset(name)
-        whole = time_onnx(build_model(arch), (1, 3, 224, 224), runs=20)
-        print(f"  {name}: LUT sum {obj.table.arch_ms(arch):.3f} ms vs whole-model onnxruntime {whole:.3f} ms; "
+        whole = measured.measure(build_model(arch), arch.key, (1, 3, 224, 224)).median_ms
+        print(f"  {name}: LUT {obj.predictor.predict(arch):.3f} ms (sum {obj.predictor.uncalibrated(arch):.3f}) vs "
+              f"whole-model onnxruntime {whole:.3f} ms; "
               f"NASWOT {obj.score(arch):.1f} -> ACC {obj.calibration.accuracy(obj.score(arch)):.3f}")
     print(f"  NASWOT on {obj.naswot.x.shape[0]} digits images at 32 px, half-width proxy net; ACC = logistic, "
           f"centre {obj.calibration.mean:.1f}, scale {obj.calibration.std:.1f} (64 random architectures)")

@@ -66,7 +66,7 @@ class ProxyEvaluator(TrialEvaluator):
             "accuracy": proxy.accuracy,
             "latency_ms": measured.median_ms,
             "latency": measured.to_dict(),
-            "latency_source": "measured",
+            "latency_source": getattr(measured, "source", "measured"),  # latency.mode=predict*: "predicted"
             "train_seconds": proxy.seconds,
             "measure_seconds": measure_seconds,
             "history": proxy.history,

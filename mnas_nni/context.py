@@ -47,9 +47,16 @@ class TrialContext:
 
     @cached_property
     def latency(self) -> Any:
+        """latency.mode: measure (LatencyEvaluator) | predict | predict_verify (the layer table's predictor)."""
+        from evaluators.latency import latency_for_mode
+
         latency = self.latency_settings
-        return LatencyEvaluator(self.device, cache_path=latency.get("cache_path"), lock_dir=latency["lock_dir"],
-                                outlier_rel_tol=latency["outlier_rel_tol"], interval_log=latency.get("interval_log"))
+        evaluator = LatencyEvaluator(self.device, cache_path=latency.get("cache_path"), lock_dir=latency["lock_dir"],
+                                     outlier_rel_tol=latency["outlier_rel_tol"],
+                                     interval_log=latency.get("interval_log"))
+        return latency_for_mode(latency.get("mode", "measure"), evaluator, int(self.datamodule.resolution),
+                                num_classes=int(self.datamodule.num_classes), table=latency.get("table"),
+                                top_k=int(latency.get("verify_top_k", 3)))
 
     @cached_property
     def reward(self) -> Any:
@@ -67,6 +74,10 @@ class TrialContext:
         started = time.perf_counter()
         profile = profile_model(model, int(self.datamodule.resolution))
         metric = self.evaluator.evaluate(model, arch.key)
+        finish = getattr(self.latency, "finish", None)  # predicted latency: record it, verify it on the device
+        if finish is not None:
+            resolution = int(self.datamodule.resolution)
+            metric = finish(model, arch.key, (1, 3, resolution, resolution), metric, self.reward)
         return {
             "default": self.reward(metric["accuracy"], metric["latency_ms"]),
             "status": SUCCEEDED,

@@ -33,6 +33,9 @@ class TrialRecord:
     duration_seconds: float = 0.0
     error: str | None = None
     latency: dict[str, Any] = field(default_factory=dict)
+    latency_source: str | None = None          # what latency_ms is: "measured" or "predicted" (latency.mode)
+    latency_predicted_ms: float | None = None  # the layer table's prediction, when latency.mode predicted it
+    latency_measured_ms: float | None = None   # the device's figure, when predict_verify also measured it
     history: list[dict[str, Any]] = field(default_factory=list)
     nni_trial_id: str | None = None
     finished_at: str | None = None

@@ -108,6 +108,7 @@ def build_parts(cfg: DictConfig, run_dir: Path | None = None) -> SearchParts:
     config["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
     strategy = instantiate(cfg.strategy, "strategy", _convert_="all")
     device_info = context.device.describe()  # reaches the device once: unreachable, key refused, no phone
+    context.latency  # noqa: B018 - latency.mode=predict*: a missing, damaged or foreign layer table fails here
     tracker = instantiate(cfg.tracking, "tracking")
     return SearchParts(run_dir, config, context, space, strategy, tracker, device_info, remote, resume_state)
 

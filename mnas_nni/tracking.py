@@ -48,7 +48,7 @@ PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 METRIC_BATCH = 1000
 MAX_TAG_LENGTH = 5000
 TRIAL_METRICS = ("accuracy", "latency_ms", "reward", "params", "macs", "duration_seconds", "train_seconds",
-                 "measure_seconds")
+                 "measure_seconds", "latency_predicted_ms", "latency_measured_ms")
 # MLflow 3's UI opens an experiment of this kind on its runs table (not the GenAI trace overview).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 _URI_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/\s:@]+:)[^@\s/]+@")
@@ -438,6 +438,8 @@ class MlflowTracker(SearchObserver):
         tags = {"mlflow.parentRunId": self.parent_run_id, "trial": str(record.trial), "status": record.status}
         if record.nni_trial_id:
             tags["nni_trial_id"] = record.nni_trial_id
+        if record.latency_source:  # latency_ms is "measured" or "predicted" (latency.mode)
+            tags["latency_source"] = record.latency_source
         if not record.ok:
             tags["error"] = record.error or "unknown error"
         run = self._call("create trial run", self.client.create_run, self.experiment_id, start_time=start_ms,

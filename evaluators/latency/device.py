@@ -43,6 +43,10 @@ class LatencyDevice(ABC):
     def measure(self, onnx_path: str | Path, input_shape: Sequence[int]) -> LatencyResult:
         """Time the model on the device (warm-up first); raise DeviceError/DeviceTimeoutError on failure."""
 
+    def measure_many(self, items: Sequence[tuple[str | Path, Sequence[int]]]) -> list[LatencyResult]:
+        """Time several small models in turn (a layer table's layers); a plugin may do it in one round trip."""
+        return [self.measure(path, shape) for path, shape in items]
+
     def runtime_id(self) -> str:
         """Runtime and version as one string, part of the cache key."""
         info = self.describe()

@@ -6,9 +6,11 @@ caller's affinity is never touched; it also isolates a crashing runtime and give
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,23 @@ class LocalDevice(LatencyDevice):
         args = ["--model", str(path), "--shape", shape_arg(input_shape),
                 "--warmup", str(self.warmup), "--runs", str(self.runs)]
         return summarize(self._run_runner(args, self.timeout_s)["samples_ms"])
+
+    def measure_many(self, items: Sequence[tuple[str | Path, Sequence[int]]]) -> list[LatencyResult]:
+        """One runner process for all of them: its start-up (Python, onnxruntime) is paid once, not per layer."""
+        batch = []
+        for onnx_path, input_shape in items:
+            if not Path(onnx_path).is_file():
+                raise DeviceError(f"{self.name}: model file {onnx_path} does not exist; export it first with export_onnx")
+            batch.append([str(onnx_path), [int(d) for d in shape_arg(input_shape).split(",")]])
+        fd, batch_file = tempfile.mkstemp(prefix="mnas-batch-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(batch, f)
+            args = ["--batch", batch_file, "--warmup", str(self.warmup), "--runs", str(self.runs)]
+            out = self._run_runner(args, self.timeout_s * max(1, len(batch)))
+        finally:
+            os.unlink(batch_file)
+        return [summarize(samples) for samples in out["batch_samples_ms"]]
 
     def _run_runner(self, args: list[str], timeout_s: float) -> dict[str, Any]:
         command = [self.python, str(RUNNER_PATH), "--threads", str(self.threads),

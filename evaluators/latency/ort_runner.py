@@ -5,8 +5,10 @@ standard library, numpy and onnxruntime, and keeps to syntax old board Pythons u
 
     python ort_runner.py --model m.onnx --shape 1,3,224,224 --threads 1 --warmup 10 --runs 50 --cores 0
     python ort_runner.py --describe --threads 1
+    python ort_runner.py --batch models.json --threads 1 --warmup 10 --runs 50   # [[path, [1,3,32,32]], ...]
 
-Output: {"samples_ms": [...], "describe": {...}}. Errors: one line on stderr, exit status 2.
+Output: {"samples_ms": [...], "describe": {...}} (with --batch: "batch_samples_ms": [[...], ...], one list per
+model, measured one after another). Errors: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--cores", type=parse_ints, default=None, help="pin to these CPU ids, e.g. 0,1")
     parser.add_argument("--deadline-s", type=float, default=0, help="die by SIGALRM after this many seconds")
     parser.add_argument("--describe", action="store_true", help="print the device description only")
+    parser.add_argument("--batch", help="a JSON file listing [model, shape] pairs to measure in turn")
     args = parser.parse_args(argv)
     try:
         if args.deadline_s > 0:
@@ -103,7 +106,12 @@ def main(argv: list | None = None) -> int:
         if args.cores:
             os.sched_setaffinity(0, args.cores)  # before onnxruntime creates any thread
         out = {"describe": describe_host(args.threads)}
-        if not args.describe:
+        if args.batch:
+            with open(args.batch, encoding="utf-8") as f:
+                items = json.load(f)
+            out["batch_samples_ms"] = [time_model(m, list(shape), args.threads, args.warmup, args.runs)
+                                       for m, shape in items]
+        elif not args.describe:
             if not args.model or not args.shape:
                 raise ValueError("--model and --shape are required unless --describe is given")
             out["samples_ms"] = time_model(args.model, args.shape, args.threads, args.warmup, args.runs)

@@ -1,0 +1,260 @@
+"""Latency predicted from the layer table: the sum of the pieces' latencies, corrected by a calibration.
+
+The sum of isolated layer latencies is not the model's latency: every inference pays a runtime overhead, each
+piece measured alone paid its own, and neighbouring layers share caches. The correction is linear in the sum
+and the number of pieces,
+
+    predicted_ms = a * sum_ms + b * pieces + c,
+
+fitted by least squares on relative error over a few dozen whole models measured on the same device
+(`build_table`), and refitted as a search measures more (`latency.mode=predict_verify`). Its residuals are kept
+in the table file, so `python -m mnas_nni.latency_table show` tells how far to trust it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from mnas_core.errors import ConfigError, MnasNniError, one_line
+from search_spaces.arch import ArchSpec
+from search_spaces.builder import build_model
+from search_spaces.space import SpaceConfig
+
+from .device import LatencyDevice
+from .evaluator import LatencyEvaluator
+from .export import export_onnx
+from .layers import arch_signatures, piece_of, random_arch, space_description, space_hash, space_signatures
+from .lock import DEFAULT_LOCK_DIR, device_lock
+from .result import LatencyResult
+from .table import BUILD_HINT, LatencyTable, measure_layers, open_table
+
+LAYERS_PER_CALL = 16  # layers measured per device round trip (and per save of a build's progress)
+
+
+class MissingLayerError(ConfigError):
+    """The architecture has pieces the table lacks."""
+
+    def __init__(self, message: str, signatures: list[str]):
+        super().__init__(message)
+        self.signatures = signatures
+
+
+def fit_calibration(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """Least squares on relative error: minimise sum ((a*s + b*n + c) / m - 1)^2 over the measured models."""
+    if not models:
+        raise ConfigError("calibration needs at least one whole model measured on the device")
+    s = np.array([m["sum_ms"] for m in models], dtype=float)
+    n = np.array([m["count"] for m in models], dtype=float)
+    measured = np.array([m["measured_ms"] for m in models], dtype=float)
+    if len(models) >= 4:
+        design = np.stack([s, n, np.ones_like(s)], axis=1) / measured[:, None]
+        coef, *_ = np.linalg.lstsq(design, np.ones_like(s), rcond=None)
+    else:  # too few points for three terms: a plain scale
+        coef = np.array([float(np.median(measured / s)), 0.0, 0.0])
+    predicted = coef[0] * s + coef[1] * n + coef[2]
+    residuals = predicted / measured - 1.0
+    return {"coef": [float(c) for c in coef], "n": len(models), "residuals": [float(r) for r in residuals],
+            **error_summary(residuals)}
+
+
+def error_summary(relative_errors: Any) -> dict[str, float]:
+    """Median |error|, the shares within +-5 % and +-10 %, and the worst case, of relative errors."""
+    err = np.abs(np.asarray(relative_errors, dtype=float))
+    if err.size == 0:
+        return {"n": 0}
+    return {"median_abs_error": float(np.median(err)), "within_5pct": float(np.mean(err <= 0.05)),
+            "within_10pct": float(np.mean(err <= 0.10)), "worst_abs_error": float(err.max())}
+
+
+def table_terms(table: LatencyTable, signatures: list[str]) -> tuple[float, int]:
+    layers = table.layers
+    try:
+        return sum(layers[s] for s in signatures), len(signatures)
+    except KeyError:
+        missing = [s for s in signatures if s not in layers]
+        raise MissingLayerError(
+            f"latency table {table.path} lacks {len(missing)} layer(s) of this architecture (e.g. {missing[0]}); "
+            f"rebuild it for this search space: {BUILD_HINT}, or use latency.mode=predict_verify to measure "
+            "missing layers on demand", missing) from None
+
+
+class LatencyPredictor:
+    """predict(arch) -> ms from the table: string lookups and three multiplications, no ONNX or torch work."""
+
+    def __init__(self, table: LatencyTable, num_classes: int):
+        if table.fit is None or not any(space.get("complete") for space in table.spaces.values()):
+            raise ConfigError(f"latency table {table.path} is incomplete ({len(table.layers)} layers, no "
+                              f"calibration yet): run the build again to finish it: {BUILD_HINT}")
+        self.table, self.num_classes = table, int(num_classes)
+        self.layers = table.layers
+        self.coef = tuple(table.fit["coef"])
+
+    def signatures(self, arch: ArchSpec, num_classes: int | None = None) -> list[str]:
+        return arch_signatures(arch, self.table.resolution, num_classes or self.num_classes)
+
+    def terms(self, arch: ArchSpec, num_classes: int | None = None) -> tuple[float, int]:
+        """(sum of the pieces' latencies, number of pieces); MissingLayerError names any piece not in the table."""
+        return table_terms(self.table, self.signatures(arch, num_classes))
+
+    def calibrated(self, sum_ms: float, count: int) -> float:
+        a, b, c = self.coef
+        return a * sum_ms + b * count + c
+
+    def predict(self, arch: ArchSpec, num_classes: int | None = None) -> float:
+        return self.calibrated(*self.terms(arch, num_classes))
+
+    def uncalibrated(self, arch: ArchSpec, num_classes: int | None = None) -> float:
+        return self.terms(arch, num_classes)[0]
+
+    def refit(self) -> None:
+        self.table.fit = fit_calibration(self.table.models)
+        self.coef = tuple(self.table.fit["coef"])
+
+
+class Meter:
+    """Measures small models on the device for a table: exported with export_onnx, measured under the device
+    lock with `device.measure_many` (one runner start-up for a batch), ``repeats`` times.
+
+    Each model keeps the repeat with the lowest median: on a shared machine other processes only ever add
+    time, and one repeat may fall in a busy period; the lowest of a few medians is what the device does when
+    quiet, measured the same way for layers and whole models.
+    """
+
+    def __init__(self, device: LatencyDevice, lock_dir: str | Path = DEFAULT_LOCK_DIR,
+                 interval_log: str | Path | None = None, repeats: int = 3):
+        if repeats < 1:
+            raise ConfigError(f"repeats must be >= 1, got {repeats}")
+        self.device, self.lock_dir, self.interval_log, self.repeats = device, lock_dir, interval_log, int(repeats)
+        self.workdir = Path(tempfile.gettempdir()) / "mnas-nni-table"
+        self.calls = 0  # device round trips
+
+    def measure(self, modules: list[tuple[nn.Module, tuple[int, ...]]]) -> list[LatencyResult]:
+        items = []
+        try:
+            stem = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            for i, (module, shape) in enumerate(modules):
+                items.append((export_onnx(module, shape, self.workdir / f"{stem}-{i}.onnx"), shape))
+            best: list[LatencyResult | None] = [None] * len(items)
+            with device_lock(self.device.lock_name, self.lock_dir, interval_log=self.interval_log):
+                for _ in range(self.repeats):
+                    self.calls += 1
+                    for i, result in enumerate(self.device.measure_many(items)):
+                        if best[i] is None or result.median_ms < best[i].median_ms:  # type: ignore[union-attr]
+                            best[i] = result
+        finally:
+            for path, _ in items:
+                path.unlink(missing_ok=True)
+        return best  # type: ignore[return-value]
+
+    def layers(self, signatures: list[str]) -> list[float]:
+        pieces = [piece_of(s) for s in signatures]
+        return [r.median_ms for r in self.measure([(p.make(), p.input_shape) for p in pieces])]
+
+    def models(self, archs: list[ArchSpec], num_classes: int, resolution: int) -> list[float]:
+        shape = (1, 3, resolution, resolution)
+        return [r.median_ms for r in self.measure([(build_model(a, num_classes), shape) for a in archs])]
+
+
+@dataclass
+class BuildReport:
+    path: Path
+    layers: int             # distinct layers of the space
+    layers_measured: int    # measured by this build (the rest were already in the table)
+    models_measured: int    # whole models measured for the calibration by this build
+    seconds: float
+    fit: dict[str, Any]
+    device_calls: int = 0   # device round trips of this build (each measures a batch, `repeats` times over)
+
+    @property
+    def device_measurements(self) -> int:
+        return self.layers_measured + self.models_measured
+
+    def line(self) -> str:
+        return (f"latency table {self.path}: {self.layers} layers ({self.layers_measured} measured now), "
+                f"{self.fit['n']} calibration models ({self.models_measured} measured now) in {self.seconds:.0f} s; "
+                f"calibration residuals: median {100 * self.fit['median_abs_error']:.1f} %, "
+                f"{100 * self.fit['within_5pct']:.0f} % within +-5 %, worst {100 * self.fit['worst_abs_error']:.1f} %")
+
+
+def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, evaluator: LatencyEvaluator,
+                calibration_models: int = 40, seed: int = 0, progress: bool = True,
+                log: Callable[[str], None] = print, layers_per_call: int = LAYERS_PER_CALL,
+                repeats: int = 3) -> BuildReport:
+    """Measure every distinct layer of ``config`` at its resolution once, then calibrate on whole models.
+
+    ``evaluator`` gives the lock directory and interval log. Layers and whole models are measured alike (see
+    `Meter`), in ``repeats`` passes over all of them, each keeping its lowest median. Killed or failed half way, the table keeps what it has; call again to
+    continue.
+    """
+    started = time.perf_counter()
+    resolution, num_classes = config.resolution, config.num_classes
+    table = open_table(path, device.name, device.runtime_id(), resolution, device.describe())
+    table.repeats = table.repeats or repeats
+    meter = Meter(device, evaluator.lock_dir, evaluator.interval_log, repeats=1)  # repeated in passes
+    signatures = space_signatures(config, resolution, num_classes)
+    todo = sum(1 for s in signatures if s not in table.layers)
+    log(f"{device.name} ({table.runtime}), {resolution} px: {len(signatures)} distinct layers, {todo} to measure; "
+        f"table {table.path}")
+    try:
+        measured = measure_layers(table, signatures, meter.layers, passes=table.repeats, progress=progress,
+                                  chunk=layers_per_call)
+        key = space_hash(config)
+        space = table.spaces.setdefault(key, {"space": space_description(config), "layers": len(signatures),
+                                              "complete": False, "seconds": 0.0})
+        models = calibrate(table, config, meter, calibration_models, seed, progress, passes=table.repeats)
+    except MnasNniError as err:  # the device lost, a timeout: what was measured is saved
+        done = sum(1 for s in signatures if s in table.layers)
+        raise type(err)(f"{one_line(err, 300)}; {done} of {len(signatures)} layers and {len(table.models)} "
+                        f"calibration models are saved in {table.path}: run the same build again to continue") from None
+    space.update(complete=True, seconds=space["seconds"] + time.perf_counter() - started)  # over every resumed run
+    table.save()
+    return BuildReport(table.path, len(signatures), measured, models, time.perf_counter() - started, table.fit or {},
+                       meter.calls)
+
+
+def calibration_archs(config: SpaceConfig, n: int, seed: int) -> list[ArchSpec]:
+    rng = random.Random(f"calibration-{seed}")
+    return [random_arch(config, rng) for _ in range(n)]
+
+
+def calibrate(table: LatencyTable, config: SpaceConfig, meter: Meter, n: int, seed: int = 0,
+              progress: bool = True, per_call: int = 4, passes: int = 1) -> int:
+    """Measure ``n`` seeded random whole models in ``passes`` passes (the lowest median kept), then refit;
+    returns how many models were new. A resumed build continues with the passes a model still lacks."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    archs = calibration_archs(config, n, seed)
+    done_passes = {m["arch_key"]: int(m.get("passes", 1)) for m in table.models}
+    new = sum(1 for a in archs if a.key not in done_passes)
+    total = sum(max(0, passes - done_passes.get(a.key, 0)) for a in archs)
+    try:
+        with Progress(TextColumn("[bold]models"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+                      TimeRemainingColumn(), disable=not progress or not total) as bar:
+            task = bar.add_task("models", total=total)
+            for pass_index in range(passes):
+                todo = [a for a in archs if done_passes.get(a.key, 0) <= pass_index]
+                for start in range(0, len(todo), per_call):
+                    batch = todo[start:start + per_call]
+                    measured = meter.models(batch, config.num_classes, config.resolution)
+                    for arch, ms in zip(batch, measured):
+                        sum_ms, count = table_terms(table, arch_signatures(arch, config.resolution, config.num_classes))
+                        table.add_model(arch.key, sum_ms, count, ms, "build", passes=pass_index + 1)
+                        done_passes[arch.key] = pass_index + 1
+                    bar.advance(task, len(batch))
+                    table.save()
+    finally:
+        if table.models:
+            table.fit = fit_calibration(table.models)
+        table.save()
+    return new
