@@ -66,6 +66,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     settings = {key: resolved[key] for key in SETTINGS}
     context = context_for(settings)  # the trials of this process share it
     reward = context.reward
+    context.evaluator  # noqa: B018 - built now, so a bad evaluator setting (e.g. a table file) fails here
     datamodule = context.datamodule
     space = build_space(cfg, datamodule)
     resolved["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
