@@ -48,7 +48,8 @@ class NoSleep:
 
 def compose(overrides: list[str]) -> Any:
     """The app's config (conf/config.yaml) composed with these overrides, as the CLI would."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
         return hydra_compose("config", overrides=overrides)

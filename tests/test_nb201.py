@@ -120,7 +120,7 @@ def test_oracle_and_regret_on_a_hand_made_three_architecture_table():
 
 
 def test_tables_that_do_not_fit_are_one_clear_line(three, tmp_path):
-    archs, acc, lat = three
+    _archs, acc, lat = three
     cases = [
         (lambda: load_table(acc, lat, "cifar10", nb201_keys()), "does not cover the search space"),
         (lambda: load_table(acc, lat, "cifar99", None), "is not a column"),
