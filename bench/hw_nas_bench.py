@@ -184,15 +184,17 @@ def summarize_runs(runs: list[dict], oracle: float, target_ms: float, budget: in
 
 def print_table(rows: dict[str, dict], title: str, budget: int) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     cps = [str(c) for c in CHECKPOINTS if c <= budget]
     table = Table(title=title)
     table.add_column("strategy")
     for c in cps:
-        table.add_column(f"regret@{c} median [q25, q75]", justify="right")
-    for col in ("samples to oracle", "samples run", "meets T", "best-reward LAT/T [q25, q75]", "ms/sample"):
-        table.add_column(col, justify="right")
+        table.add_column(escape(f"regret@{c} median [q25, q75]"), justify="right")
+    for col in ("samples to oracle (found)", "samples run", "best-reward arch meets T",
+                "best-reward LAT/T [q25, q75]", "ms/sample"):
+        table.add_column(escape(col), justify="right")
     lowest = {c: min((r["regret_median"][c] for r in rows.values() if c in r["regret_median"]), default=None)
               for c in cps}
     for word, r in rows.items():
@@ -201,7 +203,7 @@ def print_table(rows: dict[str, dict], title: str, budget: int) -> None:
             if c not in r["regret_median"]:
                 cells.append("–")
                 continue
-            text = f"{r['regret_median'][c]:.2f} [{r['regret_q25'][c]:.2f}, {r['regret_q75'][c]:.2f}]"
+            text = escape(f"{r['regret_median'][c]:.2f} [{r['regret_q25'][c]:.2f}, {r['regret_q75'][c]:.2f}]")
             cells.append(f"[bold]{text}[/bold]" if r["regret_median"][c] == lowest[c] else text)
         reach = r["samples_to_oracle_median"]
         cells.append(f"{'> ' + str(r['budget']) if reach == math.inf else f'{reach:.0f}'} "
@@ -209,10 +211,10 @@ def print_table(rows: dict[str, dict], title: str, budget: int) -> None:
         runs = r["samples_run"]
         cells.append(str(runs[0]) if len(set(runs)) == 1 else f"{min(runs)}-{max(runs)}")
         rel = r["best_reward_latency_over_target"]
-        cells += [f"{r['meets_target_share']:.0%}", f"{rel[1]:.3f} [{rel[0]:.3f}, {rel[2]:.3f}]",
+        cells += [f"{r['meets_target_share']:.0%}", escape(f"{rel[1]:.3f} [{rel[0]:.3f}, {rel[2]:.3f}]"),
                   f"{r['ms_per_sample']:.2f}"]
         table.add_row(*cells)
-    Console(width=220).print(table)
+    Console(width=240).print(table)
 
 
 def plot_regret(results: list[dict], words: list[str], oracle: float, target_ms: float, title: str,
