@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
                for w in ("soft", "hard")}
         if all(lat.values()):
             plot_fig3(lat, args.target_ms, f"{CONTROLLER} on NAS-Bench-201 x {args.latency_table}: sampled latencies "
-                      f"({args.seeds} seeds x {args.budget})", Path(f"{prefix}_fig3.png"))
+                      f"({args.seeds} seeds, budget {args.budget})", Path(f"{prefix}_fig3.png"))
             print(f"figure: {prefix}_fig3.png")
     if out_json:
         out_json.write_text(json.dumps(finite({
