@@ -191,9 +191,9 @@ def print_table(rows: dict[str, dict], title: str, budget: int) -> None:
     table = Table(title=title)
     table.add_column("strategy")
     for c in cps:
-        table.add_column(escape(f"regret@{c} median [q25, q75]"), justify="right")
-    for col in ("samples to oracle (found)", "samples run", "best-reward arch meets T",
-                "best-reward LAT/T [q25, q75]", "ms/sample"):
+        table.add_column(escape(f"regret@{c} med [q25,q75]"), justify="right")
+    for col in ("samples to oracle (found)", "samples run", "best-reward meets T",
+                "its LAT/T [q25,q75]", "ms/sample"):
         table.add_column(escape(col), justify="right")
     lowest = {c: min((r["regret_median"][c] for r in rows.values() if c in r["regret_median"]), default=None)
               for c in cps}
@@ -214,7 +214,7 @@ def print_table(rows: dict[str, dict], title: str, budget: int) -> None:
         cells += [f"{r['meets_target_share']:.0%}", escape(f"{rel[1]:.3f} [{rel[0]:.3f}, {rel[2]:.3f}]"),
                   f"{r['ms_per_sample']:.2f}"]
         table.add_row(*cells)
-    Console(width=240).print(table)
+    Console(width=280).print(table)
 
 
 def plot_regret(results: list[dict], words: list[str], oracle: float, target_ms: float, title: str,
