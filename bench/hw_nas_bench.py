@@ -335,8 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     done = {(r["word"], r["seed"], r["budget"], r["reward"]) for r in results}
     results = [r for r in results if (r["word"], r["seed"], r["budget"], r["reward"]) in set(jobs)]
     todo = [j for j in jobs if j not in done]
-    if results:
-        print(f"resuming: {len(results)} searches already finished in {runs_path}")
+    resumed = len(results)
+    if resumed:
+        print(f"resuming: {resumed} searches already finished in {runs_path}")
     ctx = mp.get_context("spawn")
     with ctx.Pool(args.jobs, initializer=_init_worker,
                   initargs=(args.latency_table, args.dataset, args.target_ms, rewards)) as pool:
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                   + ", ".join(f"regret@{c} median {v:.2f}" for c, v in row["regret_median"].items()))
     total = time.perf_counter() - start
     print("time per sample (strategy + engine, ms): "
-          + ", ".join(f"{w} {rows[w]['ms_per_sample']:.2f}" for w in words) + f"; bench total {total:.0f} s")
+          + ", ".join(f"{w} {rows[w]['ms_per_sample']:.2f}" for w in words) + f"; bench total {total:.0f} s" + (f" ({resumed} searches resumed from {runs_path})" if resumed else ""))
 
     prefix = args.png_prefix or (str(out_json.with_suffix("")) if out_json else None)
     if prefix:
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         out_json.write_text(json.dumps(finite({
             "oracle": oracle, "target_ms": args.target_ms, "latency_table": args.latency_table,
             "dataset": args.dataset, "reward": args.reward, "budget": args.budget, "seeds": args.seeds,
-            "strategies": rows, "controller_by_reward": by_reward, "total_s": total, "args": vars(args)}),
+            "strategies": rows, "controller_by_reward": by_reward, "total_s": total, "resumed_searches": resumed, "args": vars(args)}),
             indent=1))
         print(f"summary: {out_json}")
 
