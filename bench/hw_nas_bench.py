@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
                   + ", ".join(f"regret@{c} median {v:.2f}" for c, v in row["regret_median"].items()))
     total = time.perf_counter() - start
     print("time per sample (strategy + engine, ms): "
-          + ", ".join(f"{w} {rows[w]['ms_per_sample']:.2f}" for w in words) + f"; bench total {total:.0f} s" + (f" ({resumed} searches resumed from {runs_path})" if resumed else ""))
+          + ", ".join(f"{w} {rows[w]['ms_per_sample']:.2f}" for w in words) + f"; bench total {total:.0f} s"
+          + (f" ({resumed} searches resumed from {runs_path})" if resumed else ""))
 
     prefix = args.png_prefix or (str(out_json.with_suffix("")) if out_json else None)
     if prefix:
@@ -385,7 +386,8 @@ def main(argv: list[str] | None = None) -> None:
         out_json.write_text(json.dumps(finite({
             "oracle": oracle, "target_ms": args.target_ms, "latency_table": args.latency_table,
             "dataset": args.dataset, "reward": args.reward, "budget": args.budget, "seeds": args.seeds,
-            "strategies": rows, "controller_by_reward": by_reward, "total_s": total, "resumed_searches": resumed, "args": vars(args)}),
+            "strategies": rows, "controller_by_reward": by_reward, "total_s": total, "resumed_searches": resumed,
+            "args": vars(args)}),
             indent=1))
         print(f"summary: {out_json}")
 
