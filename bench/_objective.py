@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench._engine import FrozenSample
 from evaluators.latency import LatencyEvaluator, LatencyPredictor, LatencyTable, LocalDevice, build_table
 from evaluators.latency.layers import space_hash
 from search_spaces import ArchSpec, MnasSpace, SpaceConfig, load_preset
@@ -203,18 +204,10 @@ def decision_values() -> list[tuple[str, list]]:
     return [(str(label), list(m.values)) for label, m in MnasSpace().simplify().items()]
 
 
-class _Frozen(nn.Module):
-    """What a bench trial receives: just the sample (the objective builds what it needs itself)."""
-
-    def __init__(self, sample: dict):
-        super().__init__()
-        self.sample = dict(sample)
-
-
 class SampleSpace(MnasSpace):
     """The real MNAS space (same labels, values and order) whose frozen model is only its sample, so a
     strategy-heavy benchmark does not build a full-size network per trial."""
 
     @classmethod
     def create_fixed_module(cls, sample: dict, **config) -> nn.Module:
-        return _Frozen(sample)
+        return FrozenSample(sample)

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench._engine import drive, make_strategy, quiet
+
 WORDS = ["ppo_rnn", "random", "evolution", "tpe", "policy_rl", "optuna_nsga2"]
 CHECKPOINTS = [100, 250, 500, 1000]
 # The ppo_rnn row is built from this config word: the paper's values (conf/strategy/ppo_rnn.yaml) are for an
@@ -45,19 +43,6 @@ _OBJECTIVE = None  # per worker process
 
 # ----------------------------------------------------------------------------------------------- workers
 
-def _quiet() -> None:
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    logging.getLogger("nni").setLevel(logging.ERROR)
-    logging.getLogger("strategies").setLevel(logging.ERROR)
-    try:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    except ImportError:
-        pass
-
-
 def _init_worker(cache_dir: str, with_accuracy: bool = True) -> None:
     global _OBJECTIVE
     import torch
@@ -66,43 +51,20 @@ def _init_worker(cache_dir: str, with_accuracy: bool = True) -> None:
     from bench._objective import MnasObjective
 
     _OBJECTIVE = MnasObjective(Path(cache_dir), with_accuracy=with_accuracy, log=lambda _msg: None)
-    _quiet()
-
-
-def make_strategy(word: str, seed: int, overrides: dict[str, Any]):
-    """The strategy of ``strategy=<word>`` exactly as the CLI composes it (Hydra, defaults lists included)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"strategy={word}"]).strategy
-    OmegaConf.update(cfg, "seed", seed, force_add=True)
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value, merge=False, force_add=True)
-    return instantiate(cfg)
+    quiet()
 
 
 def run_search(word: str, seed: int, budget: int, overrides: dict[str, Any], reward: str = "mnas",
                config_word: str | None = None) -> dict:
     """One search in this process (the strategy of ``config_word``, default ``word``); returns the reward of every
     sample in order and the time split."""
-    import nni
-    from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.space import SimplifiedModelSpace
-
     from bench._objective import SampleSpace
-    from mnas_nni import nni_adapter
 
-    nni_adapter.skip_tpe_submission_sleep()
     obj = _OBJECTIVE
     rewards: list[float] = []
     keys: list[tuple] = []
-    spent = [0.0]
 
-    def evaluate(model) -> None:
-        start = time.perf_counter()
+    def evaluate(model) -> dict:
         if reward == "mnas":
             metric = obj(model.sample)
         else:  # cheap, still real: the latency half of the reward alone (overhead runs)
@@ -110,38 +72,16 @@ def run_search(word: str, seed: int, budget: int, overrides: dict[str, Any], rew
             metric = {"default": -lat / obj.target_ms, "accuracy": 0.0, "latency_ms": lat}
         rewards.append(metric["default"])
         keys.append(tuple(model.sample.values()))
-        spent[0] += time.perf_counter() - start
-        nni.report_final_result(metric)
+        return metric
 
     strategy = make_strategy(config_word or word, seed, overrides)
-    _quiet()
-    space = SimplifiedModelSpace.from_model(SampleSpace(), FunctionalEvaluator(evaluate))
-    engine = SequentialExecutionEngine(max_model_count=budget)
-    rss0 = _rss_mb()
-    start = time.perf_counter()
-    strategy(space, engine)
-    wall = time.perf_counter() - start
+    quiet()
+    run = drive(strategy, SampleSpace(), evaluate, budget)
     out = {"word": word, "config": config_word or word, "seed": seed, "budget": budget, "rewards": rewards,
-           "unique": len(set(keys)), "wall_s": wall, "eval_s": spent[0],
-           "rss_before_mb": rss0["now"], "rss_after_mb": _rss_mb()["now"],
-           "rss_peak_mb": _rss_mb()["peak"],
-           "new_scores": dict(getattr(obj, "new_scores", {}))}
+           "unique": len(set(keys)), **run, "new_scores": dict(getattr(obj, "new_scores", {}))}
     if reward == "mnas":
         obj.new_scores.clear()
-    if hasattr(strategy, "timing"):
-        out["controller"] = dict(strategy.timing)
-        out["counters"] = dict(strategy.counters)
     return out
-
-
-def _rss_mb() -> dict[str, float]:
-    """Current and peak resident memory of this process (Linux /proc; ru_maxrss elsewhere)."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-        return {k: int(fields[f].split()[0]) / 1024 for k, f in (("now", "VmRSS"), ("peak", "VmHWM"))}
-    except (OSError, KeyError, ValueError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {"now": peak, "peak": peak}
 
 
 def _job(args: tuple) -> dict:
@@ -288,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _quiet()
+    quiet()
     from bench._objective import MnasObjective, bench_device
     from evaluators.latency import LatencyEvaluator
     from search_spaces import build_model, load_preset

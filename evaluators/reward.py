@@ -1,4 +1,5 @@
-"""The MnasNet reward (paper, Eq. 2): ACC * (LAT / T) ** w, w = alpha if LAT <= T else beta."""
+"""Rewards of accuracy and latency (`reward=`): the MnasNet reward (paper, Eq. 2), ACC * (LAT / T) ** w with
+w = alpha if LAT <= T else beta (`soft`, `hard`), and TuNAS's absolute reward ACC + beta * |LAT / T - 1| (`abs`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,18 @@ import math
 from dataclasses import dataclass
 
 from mnas_core.errors import ConfigError
+
+
+def check_target(target_ms: object) -> None:
+    if not (isinstance(target_ms, (int, float)) and math.isfinite(target_ms) and target_ms > 0):
+        raise ConfigError(f"reward.target_ms must be a positive number of milliseconds, got {target_ms!r}")
+
+
+def check_measurements(accuracy: float, latency_ms: float) -> None:
+    if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
+        raise ValueError(f"accuracy must lie in [0, 1], got {accuracy}")
+    if not (math.isfinite(latency_ms) and latency_ms > 0):
+        raise ValueError(f"latency must be a positive number of ms, got {latency_ms}")
 
 
 @dataclass(frozen=True)
@@ -17,8 +30,7 @@ class MnasReward:
     beta: float = -0.07
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.target_ms, (int, float)) and math.isfinite(self.target_ms) and self.target_ms > 0):
-            raise ConfigError(f"reward.target_ms must be a positive number of milliseconds, got {self.target_ms!r}")
+        check_target(self.target_ms)
         for name in ("alpha", "beta"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value)) or value > 0:
@@ -36,9 +48,25 @@ class MnasReward:
         return cls(target_ms, 0.0, -1.0)
 
     def __call__(self, accuracy: float, latency_ms: float) -> float:
-        if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
-            raise ValueError(f"accuracy must lie in [0, 1], got {accuracy}")
-        if not (math.isfinite(latency_ms) and latency_ms > 0):
-            raise ValueError(f"latency must be a positive number of ms, got {latency_ms}")
+        check_measurements(accuracy, latency_ms)
         exponent = self.alpha if latency_ms <= self.target_ms else self.beta
         return accuracy * (latency_ms / self.target_ms) ** exponent
+
+
+@dataclass(frozen=True)
+class AbsReward:
+    """TuNAS's absolute reward (Bender et al. 2020): ACC + beta * |LAT / T - 1|, beta < 0. It pulls the latency
+    towards T from both sides, so a search lands near the target rather than anywhere below it."""
+
+    target_ms: float
+    beta: float = -0.07  # 2x the target costs 0.07 of accuracy (MnasNet's soft exponent; TuNAS tunes beta)
+
+    def __post_init__(self) -> None:
+        check_target(self.target_ms)
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)) or self.beta >= 0:
+            raise ConfigError(f"reward.beta must be < 0 for reward=abs (the cost of missing T), got {self.beta!r}; "
+                              "e.g. reward.beta=-0.07")
+
+    def __call__(self, accuracy: float, latency_ms: float) -> float:
+        check_measurements(accuracy, latency_ms)
+        return accuracy + self.beta * abs(latency_ms / self.target_ms - 1.0)

@@ -1,8 +1,10 @@
-"""The MnasNet factorized hierarchical search space: architectures as data, one builder, an NNI model space."""
+"""Search spaces: the MnasNet factorized hierarchical space (architectures as data, one builder, an NNI model
+space) and the NAS-Bench-201 cell space (`nb201`)."""
 
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.block_string import decode_block, encode_block
 from search_spaces.builder import MnasNet, build_model
+from search_spaces.nb201 import Nb201Arch, Nb201Space
 from search_spaces.presets import PRESETS, load_arch, load_preset
 from search_spaces.profile import Profile, profile_model
 from search_spaces.space import MnasSpace, SpaceConfig
@@ -13,6 +15,8 @@ __all__ = [
     "BlockSpec",
     "MnasNet",
     "MnasSpace",
+    "Nb201Arch",
+    "Nb201Space",
     "Profile",
     "SpaceConfig",
     "build_model",

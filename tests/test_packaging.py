@@ -29,3 +29,4 @@ def test_regular_install_ships_the_configs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["reward"]["target_ms"] == 75.0
     assert (site / "mnas_nni" / "conf" / "strategy" / "ppo_rnn.yaml").is_file()
+    assert (site / "evaluators" / "tables" / "hw_nas_bench" / "latency_pixel3.csv").is_file()  # evaluator=table
