@@ -65,6 +65,7 @@ class TrialRecorder:
                 latency=metric.get("latency") or {},
                 history=metric.get("history") or [],
                 nni_trial_id=metric.get("nni_trial_id"),
+                evaluator=metric.get("evaluator"),
                 finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             )
             self.next_trial += 1

@@ -14,6 +14,7 @@ from mnas_core.instantiate import instantiate
 from mnas_nni.observers import ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records
+from mnas_nni.confirm import confirm_count, confirm_top_k
 from mnas_nni.context import SETTINGS, context_for
 from mnas_nni.trial import evaluate_trial
 
@@ -67,6 +68,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     context = context_for(settings)  # the trials of this process share it
     reward = context.reward
     datamodule = context.datamodule
+    confirm_k = confirm_count(search, context.evaluator.kind)  # builds the evaluator: a bad setting fails now
     space = build_space(cfg, datamodule)
     resolved["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
     nni_adapter.import_strategies_quietly()
@@ -131,6 +133,8 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     nni_adapter.load_own_checkpoints_fully()
     try:
         nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(resume_state))
+        recorder.flush()
+        confirm_top_k(context, trial_log, confirm_k)  # stand-alone training of the top k (mnas_nni/confirm.py)
     finally:
         recorder.flush()
         records = load_records(trial_log)
