@@ -25,7 +25,7 @@ from mnas_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 # `supernet.*` keys that are not arguments of train_supernet.
-SCORING_KEYS = ("checkpoint", "dir", "calibration_batches", "val_batches")
+SCORING_KEYS = ("checkpoint", "dir", "calibration_batches", "val_batches", "score_device")
 
 
 def _plain(node: Any) -> dict[str, Any]:
@@ -90,7 +90,8 @@ class SupernetEvaluator(TrialEvaluator):
         supernet = self.supernet
         started = time.perf_counter()
         _, accuracy = score_path(supernet, model.arch, self.parts.datamodule,
-                                 calibration_batches=self.calibration_batches, val_batches=self.val_batches)
+                                 calibration_batches=self.calibration_batches, val_batches=self.val_batches,
+                                 device=self.settings.get("score_device", "cpu"))
         score_seconds = time.perf_counter() - started
         started = time.perf_counter()
         measured = measure_with_retries(self.parts, model, arch_key)

@@ -122,7 +122,7 @@ def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, 
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: Any, batches: int) -> None:
+def recalibrate_bn(model: nn.Module, loader: Any, batches: int, device: str | torch.device = "cpu") -> None:
     """Fresh BN statistics for one path: the cumulative average over `batches` training batches."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -132,18 +132,19 @@ def recalibrate_bn(model: nn.Module, loader: Any, batches: int) -> None:
     for index, (images, _) in enumerate(loader):
         if index >= batches:
             break
-        model(images)
+        model(images.to(device))
     model.eval()
 
 
 @torch.no_grad()
-def accuracy_of(model: nn.Module, loader: Any, batches: int | None = None) -> float:
+def accuracy_of(model: nn.Module, loader: Any, batches: int | None = None,
+                device: str | torch.device = "cpu") -> float:
     model.eval()
     correct = total = 0
     for index, (images, labels) in enumerate(loader):
         if batches is not None and index >= batches:
             break
-        correct += int((model(images).argmax(1) == labels).sum())
+        correct += int((model(images.to(device)).argmax(1).cpu() == labels).sum())
         total += labels.numel()
     if not total:
         raise TrialError("the validation loader gave no batches; check data and supernet.limit_val_batches")
@@ -151,12 +152,14 @@ def accuracy_of(model: nn.Module, loader: Any, batches: int | None = None) -> fl
 
 
 def score_path(supernet: Supernet, arch: ArchSpec, datamodule: Any, *, calibration_batches: int = 10,
-               val_batches: int | None = None) -> tuple[nn.Module, float]:
-    """The stand-alone model of `arch` with inherited weights and recalibrated BN, and its validation accuracy."""
-    model = supernet.extract(arch)
+               val_batches: int | None = None, device: str = "cpu") -> tuple[nn.Module, float]:
+    """The stand-alone model of `arch` with inherited weights and recalibrated BN, and its validation accuracy
+    (computed on `device`; the model comes back on the CPU, ready to export)."""
+    model = supernet.extract(arch).to(device)
     generator = torch.Generator().manual_seed(0)  # the same calibration images for every path
     loader = torch.utils.data.DataLoader(datamodule.train_dataloader().dataset, batch_size=datamodule.batch_size,
                                          shuffle=True, generator=generator, num_workers=datamodule.num_workers,
                                          collate_fn=datamodule.train_dataloader().collate_fn)
-    recalibrate_bn(model, loader, calibration_batches)
-    return model, accuracy_of(model, datamodule.val_dataloader(), val_batches)
+    recalibrate_bn(model, loader, calibration_batches, device)
+    accuracy = accuracy_of(model, datamodule.val_dataloader(), val_batches, device)
+    return model.cpu(), accuracy

@@ -117,3 +117,37 @@ def test_a_killed_supernet_training_resumes_where_it_stopped(tmp_path):
     final = torch.load(directory / "supernet.pt", map_location="cpu", weights_only=True)
     assert [row["epoch"] for row in final["history"]] == list(range(finished, 3))  # only the epochs left ran
     assert final["images_seen"] == 3 * 2 * 64  # counted across the kill
+
+
+def test_imagenet_supernet_experiment_composes():
+    import yaml
+
+    result = subprocess.run([sys.executable, "-m", "mnas_nni", "+experiment=mnas_imagenet_supernet", "--cfg", "job"],
+                            capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env={**os.environ, **ENV})
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["evaluator"]["_target_"] == "evaluators.supernet.SupernetEvaluator"
+    assert config["data"]["resolution"] == 224 and config["search_space"]["num_classes"] == 1000
+    assert config["supernet"]["epochs"] == 30 and config["search"]["confirm_top_k"] == 5
+    assert config["strategy"]["batch_size"] == 10  # ppo_rnn_short
+
+
+def test_confirm_count_defaults_by_evaluator_and_refuses_bad_values():
+    from mnas_core.errors import ConfigError
+    from mnas_nni.confirm import confirm_count
+
+    assert confirm_count({"confirm_top_k": None}, "supernet") == 5
+    assert confirm_count({"confirm_top_k": None}, "proxy") == 0
+    assert confirm_count({"confirm_top_k": 2}, "proxy") == 2
+    with pytest.raises(ConfigError, match="confirm_top_k"):
+        confirm_count({"confirm_top_k": -1}, "supernet")
+
+
+def test_top_k_ranks_by_the_confirmed_reward_once_there_is_one():
+    from mnas_nni.records import TrialRecord, top_k
+
+    records = [TrialRecord(trial=1, status="succeeded", reward=0.9, confirmed_reward=0.5),
+               TrialRecord(trial=2, status="succeeded", reward=0.8, confirmed_reward=0.7),
+               TrialRecord(trial=3, status="succeeded", reward=0.95)]
+    assert [r.trial for r in top_k(records, 3)] == [2, 1]
+    assert [r.trial for r in top_k(records, 3, key="reward")] == [3, 1, 2]
