@@ -110,3 +110,18 @@ def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path, supernet):
         Supernet.load(tmp_path / "junk.pt", supernet.config)
     for err in (missing, mismatch, junk):
         assert "\n" not in str(err.value)
+
+
+def test_step_paths_are_uniform_or_sandwich_and_fixed_by_seed_and_step():
+    from evaluators.supernet_train import SupernetModule
+
+    net = Supernet(SpaceConfig(**TINY))
+    uniform = SupernetModule(net, 5, seed=3)
+    assert len(uniform.step_paths()) == 1
+    assert uniform.step_paths() == SupernetModule(net, 5, seed=3).step_paths()  # a resumed run repeats the path
+    assert uniform.step_paths() != SupernetModule(net, 5, seed=4).step_paths()
+    largest, smallest, random_path = SupernetModule(net, 5, sampling="sandwich").step_paths()
+    assert largest == net.sample(random.Random(0), "largest") and smallest == net.sample(random.Random(0), "smallest")
+    assert sum(b.repeats for b in largest.blocks) > sum(b.repeats for b in smallest.blocks)
+    with pytest.raises(ConfigError, match="supernet.sampling"):
+        SupernetModule(net, 5, sampling="greedy")
