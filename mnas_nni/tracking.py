@@ -394,6 +394,8 @@ class MlflowTracker(SearchObserver):
         tags = {"mlflow.parentRunId": self.parent_run_id, "trial": str(record.trial), "status": record.status}
         if record.nni_trial_id:
             tags["nni_trial_id"] = record.nni_trial_id
+        if record.evaluator:  # proxy | supernet: what scored the trial
+            tags["evaluator"] = record.evaluator
         if not record.ok:
             tags["error"] = record.error or "unknown error"
         run = self._call("create trial run", self.client.create_run, self.experiment_id, start_time=start_ms,
