@@ -12,8 +12,8 @@ from mnas_core.errors import ArchitectureError, ConfigError
 from search_spaces.space import DECISIONS, SpaceConfig
 from search_spaces.supernet import Supernet
 
-TINY = dict(base_blocks=("r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k3_s11_e6_i24_o32"),
-            width_mult=0.5, stem_filters=16, head_filters=64, num_classes=5, resolution=16)
+TINY = {"base_blocks": ("r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k3_s11_e6_i24_o32"),
+        "width_mult": 0.5, "stem_filters": 16, "head_filters": 64, "num_classes": 5, "resolution": 16}
 
 
 def scrambled(supernet: Supernet) -> Supernet:
@@ -120,7 +120,7 @@ def test_step_paths_are_uniform_or_sandwich_and_fixed_by_seed_and_step():
     assert len(uniform.step_paths()) == 1
     assert uniform.step_paths() == SupernetModule(net, 5, seed=3).step_paths()  # a resumed run repeats the path
     assert uniform.step_paths() != SupernetModule(net, 5, seed=4).step_paths()
-    largest, smallest, random_path = SupernetModule(net, 5, sampling="sandwich").step_paths()
+    largest, smallest, _ = SupernetModule(net, 5, sampling="sandwich").step_paths()
     assert largest == net.sample(random.Random(0), "largest") and smallest == net.sample(random.Random(0), "smallest")
     assert sum(b.repeats for b in largest.blocks) > sum(b.repeats for b in smallest.blocks)
     with pytest.raises(ConfigError, match="supernet.sampling"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,8 +26,8 @@ ENV = {"PYTHONPATH": str(ROOT)}
 def tiny_config(**changes):
     from search_spaces.space import SpaceConfig
 
-    fields = dict(base_blocks=tuple(TINY_BLOCKS.strip("[]").split(",")), width_mult=0.5, head_filters=64,
-                  num_classes=10, resolution=16)
+    fields = {"base_blocks": tuple(TINY_BLOCKS.strip("[]").split(",")), "width_mult": 0.5, "head_filters": 64,
+              "num_classes": 10, "resolution": 16}
     return SpaceConfig(**{**fields, **changes})
 
 
