@@ -69,6 +69,7 @@ class TrialRecorder:
                 latency_measured_ms=metric.get("latency_measured_ms"),
                 history=metric.get("history") or [],
                 nni_trial_id=metric.get("nni_trial_id"),
+                evaluator=metric.get("evaluator"),
                 finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             )
             self.next_trial += 1

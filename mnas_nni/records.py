@@ -39,6 +39,11 @@ class TrialRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     nni_trial_id: str | None = None
     finished_at: str | None = None
+    evaluator: str | None = None  # what scored the trial: proxy | supernet
+    # a stand-alone proxy training and device measurement after the search (mnas_nni/confirm.py)
+    confirmed_accuracy: float | None = None
+    confirmed_latency_ms: float | None = None
+    confirmed_reward: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -80,6 +85,16 @@ class TrialLog:
     def read(self) -> list[TrialRecord]:
         return load_records(self.path)
 
+    def rewrite(self, records: Iterable[TrialRecord]) -> None:
+        """Replace the log by `records` at once (a crash leaves the old log or the new one, never half)."""
+        partial = self.path.with_suffix(self.path.suffix + ".partial")
+        with partial.open("w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(_json_safe(record.to_dict()), allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        partial.replace(self.path)
+
 
 def load_records(path: str | Path) -> list[TrialRecord]:
     """Every complete line of a trial log; a line cut short by a crash is skipped."""
@@ -95,7 +110,11 @@ def load_records(path: str | Path) -> list[TrialRecord]:
     return records
 
 
-def top_k(records: Iterable[TrialRecord], k: int, key: str = "reward") -> list[TrialRecord]:
+def top_k(records: Iterable[TrialRecord], k: int, key: str | None = None) -> list[TrialRecord]:
+    """The best k by `key`; by default the confirmed reward once a search has confirmed trials, else the reward."""
+    records = list(records)
+    if key is None:
+        key = "confirmed_reward" if any(r.confirmed_reward is not None for r in records) else "reward"
     done = [r for r in records if r.ok and getattr(r, key) is not None]
     return sorted(done, key=lambda r: getattr(r, key), reverse=True)[:k]
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
 from mnas_nni import nni_adapter, preflight, resume, stopping
+from mnas_nni.confirm import confirm_count, confirm_top_k
 from mnas_nni.console import ConsoleObserver
 from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
@@ -118,6 +119,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
     parts = build_parts(cfg, run_dir)
     config, search, run_dir = parts.config, parts.config["search"], parts.run_dir
+    confirm_k = confirm_count(search, parts.context.evaluator.kind)
     resume.write_config(run_dir, config)
     trial_log = run_dir / "trials.jsonl"
     previous = load_records(trial_log)
@@ -161,6 +163,8 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
         try:
             nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state))
             stopping.raise_if_stopped()  # NNI ends the run quietly on a KeyboardInterrupt
+            recorder.flush()
+            confirm_top_k(parts.context, trial_log, confirm_k)  # stand-alone training of the top k (mnas_nni/confirm.py)
             check_some_succeeded(load_records(trial_log))
         except KeyboardInterrupt as err:
             stopped = err if isinstance(err, stopping.SearchStopped) else stopping.SearchStopped(stop.signum or 2)

@@ -440,6 +440,8 @@ class MlflowTracker(SearchObserver):
             tags["nni_trial_id"] = record.nni_trial_id
         if record.latency_source:  # latency_ms is "measured" or "predicted" (latency.mode)
             tags["latency_source"] = record.latency_source
+        if record.evaluator:  # proxy | supernet: what scored the trial
+            tags["evaluator"] = record.evaluator
         if not record.ok:
             tags["error"] = record.error or "unknown error"
         run = self._call("create trial run", self.client.create_run, self.experiment_id, start_time=start_ms,

@@ -1,0 +1,174 @@
+"""Rank fidelity of the weight-sharing supernet on the default demo space (digits, 32 px, width 0.5).
+
+    flock /tmp/mnas-heavy.lock python -m bench.supernet                      # 40 archs x 2 seeds, 4 proxy epochs
+    flock /tmp/mnas-heavy.lock python -m bench.supernet --proxy-epochs 1     # a cheaper ground truth
+
+One supernet is trained (`evaluators.supernet_train.train_supernet`, `--supernet-epochs`), then `--archs` random
+architectures of the space are scored twice: by the supernet (inherited weights, BN recalibrated, validation
+accuracy, as `evaluator=supernet` does) and stand-alone (the proxy training of conf/train/default.yaml, as
+`evaluator=proxy` does, once per seed). Printed: Kendall tau (scipy.stats.kendalltau) between the supernet
+accuracy and the stand-alone accuracy averaged over the seeds, over all architectures and among the supernet's
+top 10 (the ones a search would confirm), and the stand-alone seed-to-seed tau, which bounds what any cheap
+score can reach. Then the cost, in training-image passes, of a supernet search against a multi-trial one, by
+the same formula for the demo and the ImageNet preset. Every result is cached under --out, so a killed run
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def proxy_settings(epochs: int | None) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    train = dict(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "train" / "default.yaml")))
+    if epochs is not None:
+        train["epochs"] = epochs
+    return train
+
+
+def cached(path: Path) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows[row["id"]] = row
+    return rows
+
+
+def append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def taus(supernet_acc: list[float], standalone: list[list[float]], top: int) -> dict[str, float]:
+    from scipy.stats import kendalltau
+
+    mean = [statistics.fmean(seeds) for seeds in standalone]
+    order = sorted(range(len(mean)), key=lambda i: supernet_acc[i], reverse=True)[:top]
+    result = {
+        "tau_all": kendalltau(supernet_acc, mean).statistic,
+        f"tau_top{top}": kendalltau([supernet_acc[i] for i in order], [mean[i] for i in order]).statistic,
+    }
+    if all(len(seeds) >= 2 for seeds in standalone):
+        result["tau_seed_to_seed"] = kendalltau([s[0] for s in standalone], [s[1] for s in standalone]).statistic
+        result["seed_spread_mean_abs"] = statistics.fmean(abs(s[0] - s[1]) for s in standalone)
+    return result
+
+
+def image_passes(train_images: int, *, proxy_epochs: int, trials: int, supernet_epochs: int, paths_per_step: int,
+                 samples: int, scoring_images: int, confirm: int) -> dict[str, float]:
+    """Training-image passes (forward+backward of one image counts 1, a scoring forward counts 1/3)."""
+    multi_trial = trials * proxy_epochs * train_images
+    supernet = (supernet_epochs * paths_per_step * train_images + samples * scoring_images / 3
+                + confirm * proxy_epochs * train_images)
+    return {"multi_trial": multi_trial, "supernet_search": supernet, "ratio": multi_trial / supernet}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", type=int, default=40)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--proxy-epochs", type=int, default=None, help="default: conf/train/default.yaml")
+    parser.add_argument("--supernet-epochs", type=int, default=30)
+    parser.add_argument("--sampling", default="uniform", choices=["uniform", "sandwich"])
+    parser.add_argument("--calibration-batches", type=int, default=5)
+    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_supernet")
+    parser.add_argument("--quick", action="store_true", help="smoke check: 3 batches per epoch everywhere")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    from evaluators.accuracy import train_proxy
+    from evaluators.data import DigitsDataModule
+    from evaluators.supernet_train import score_path, train_supernet
+    from search_spaces.builder import build_model
+    from search_spaces.space import SpaceConfig
+
+    config = SpaceConfig(width_mult=0.5, num_classes=10, resolution=32)  # conf/config.yaml's demo space
+    datamodule = DigitsDataModule(resolution=32)
+    train = proxy_settings(args.proxy_epochs)
+    limit = {"limit_train_batches": 3, "limit_val_batches": 2} if args.quick else {}
+    train.update(limit)
+    if args.quick:
+        args.out = args.out / "quick"
+    out = args.out / f"e{args.supernet_epochs}-{args.sampling}"
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
+                              sampling=args.sampling, seed=0,
+                              **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
+    supernet_info = torch.load(out / "supernet" / "supernet.pt", map_location="cpu", weights_only=True)
+    print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}) in {supernet_info['train_seconds']:.0f} s, "
+          f"{supernet_info['images_seen']} training-image passes (this run: {time.perf_counter() - started:.0f} s)")
+
+    rng = random.Random(0)
+    archs = [supernet.sample(rng) for _ in range(args.archs)]
+    scores_path, standalone_path = out / "supernet_scores.jsonl", args.out / f"standalone-e{train['epochs']}.jsonl"
+    scores, standalone = cached(scores_path), cached(standalone_path)
+    score_seconds = []
+    for arch in archs:
+        if arch.key not in scores:
+            t0 = time.perf_counter()
+            _, accuracy = score_path(supernet, arch, datamodule, calibration_batches=args.calibration_batches)
+            scores[arch.key] = {"id": arch.key, "accuracy": accuracy, "seconds": time.perf_counter() - t0}
+            append(scores_path, scores[arch.key])
+        score_seconds.append(scores[arch.key]["seconds"])
+    proxy_seconds = []
+    for index, arch in enumerate(archs):
+        for seed in range(args.seeds):
+            key = f"{arch.key}#seed{seed}"
+            if key in standalone:
+                continue
+            torch.manual_seed(seed)
+            result = train_proxy(build_model(arch, num_classes=10), datamodule, seed=seed, **train)
+            standalone[key] = {"id": key, "accuracy": result.accuracy, "seconds": result.seconds}
+            append(standalone_path, standalone[key])
+            proxy_seconds.append(result.seconds)
+            print(f"  stand-alone {index + 1}/{len(archs)} seed {seed}: {result.accuracy:.4f} "
+                  f"(supernet {scores[arch.key]['accuracy']:.4f}, {result.seconds:.0f} s)", flush=True)
+    supernet_acc = [scores[a.key]["accuracy"] for a in archs]
+    accs = [[standalone[f"{a.key}#seed{s}"]["accuracy"] for s in range(args.seeds)] for a in archs]
+    figures = taus(supernet_acc, accs, args.top)
+    print(f"\nrank fidelity over {len(archs)} random archs of the demo space (stand-alone: {train['epochs']} proxy "
+          f"epochs, mean of {args.seeds} seeds):")
+    for name, value in figures.items():
+        print(f"  {name:22s} {value:.3f}")
+    print(f"  goal tau_all >= 0.5: {'met' if figures['tau_all'] >= 0.5 else 'NOT met'}")
+    print(f"  supernet accuracy range {min(supernet_acc):.3f}..{max(supernet_acc):.3f}; stand-alone "
+          f"{min(map(statistics.fmean, accs)):.3f}..{max(map(statistics.fmean, accs)):.3f}")
+    seconds = [standalone[k]["seconds"] for k in standalone]
+    print(f"  seconds per architecture: supernet score {statistics.fmean(score_seconds):.1f}, stand-alone training "
+          f"{statistics.fmean(seconds):.1f}")
+
+    paths = 3 if args.sampling == "sandwich" else 1
+    train_images = len(datamodule.train_dataset)
+    scoring = args.calibration_batches * datamodule.batch_size + len(datamodule.val_dataset)
+    demo = image_passes(train_images, proxy_epochs=train["epochs"], trials=100, supernet_epochs=args.supernet_epochs,
+                        paths_per_step=paths, samples=1000, scoring_images=scoring, confirm=5)
+    imagenet = image_passes(1_231_167, proxy_epochs=5, trials=8000, supernet_epochs=30, paths_per_step=paths,
+                            samples=8000, scoring_images=5 * 128 + 50_000, confirm=5)
+    print("\ncost in training-image passes (formula: supernet epochs x paths x train images + samples x scoring "
+          "images / 3 + confirmed x proxy epochs x train images):")
+    print(f"  demo: multi-trial 100 trials {demo['multi_trial']:.3g} vs supernet search (1,000 samples, confirm 5) "
+          f"{demo['supernet_search']:.3g}: {demo['ratio']:.1f}x fewer")
+    print(f"  imagenet preset: 8,000 x 5 epochs {imagenet['multi_trial']:.3g} vs supernet 30 epochs + 8,000 samples "
+          f"+ confirm 5 {imagenet['supernet_search']:.3g}: {imagenet['ratio']:.0f}x fewer (goal 100x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""`evaluator=supernet`: every trial scored by one weight-sharing supernet, trained (or loaded) once per process.
+
+A trial's accuracy is its path's validation accuracy with the inherited weights, after the path's BN statistics
+are recalibrated on a few training batches; its latency is measured on the device like a proxy trial (cached by
+architecture). Settings are the `supernet.*` group (conf/evaluator/supernet.yaml). A trained supernet lives in
+`supernet.dir` (by default `outputs/supernets/<hash of space, data and training settings>`), so a second search
+with the same settings reuses it and a killed training resumes there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from evaluators.base import TrialEvaluator, TrialParts
+from evaluators.proxy import measure_with_retries
+from mnas_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+# `supernet.*` keys that are not arguments of train_supernet.
+SCORING_KEYS = ("checkpoint", "dir", "calibration_batches", "val_batches", "score_device")
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    return dict(OmegaConf.to_container(node, resolve=True)) if isinstance(node, DictConfig) else dict(node or {})
+
+
+class SupernetEvaluator(TrialEvaluator):
+    kind = "supernet"
+
+    def __init__(self, parts: TrialParts, search_space: Any, settings: Any) -> None:
+        super().__init__(parts)
+        self.space_settings = {k: v for k, v in _plain(search_space).items() if not k.startswith("_")}
+        self.settings = _plain(settings)
+        self.calibration_batches = int(self.settings.get("calibration_batches", 5))
+        self.val_batches = self.settings.get("val_batches")
+        if self.calibration_batches < 1:
+            raise ConfigError(f"supernet.calibration_batches must be >= 1, got {self.calibration_batches}")
+        self._supernet = None
+        if self.settings.get("checkpoint"):  # a missing or foreign checkpoint fails now, before any trial
+            self._supernet = self._load(self.settings["checkpoint"])
+
+    def space_config(self):
+        from search_spaces.space import SpaceConfig
+
+        datamodule = self.parts.datamodule
+        fields = {**self.space_settings, "resolution": int(datamodule.resolution)}
+        if fields.get("num_classes") is None:
+            fields["num_classes"] = int(datamodule.num_classes)
+        return SpaceConfig(**fields)
+
+    def _load(self, path: str):
+        from search_spaces.supernet import Supernet
+
+        return Supernet.load(Path(path).expanduser(), self.space_config())
+
+    def training_dir(self) -> Path:
+        if self.settings.get("dir"):
+            return Path(self.settings["dir"]).expanduser()
+        identity = {"space": self.space_settings, "data": getattr(self.parts, "settings", {}).get("data"),
+                    "seed": self.parts.seed,
+                    "train": {k: v for k, v in self.settings.items() if k not in SCORING_KEYS}}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return Path("outputs") / "supernets" / digest
+
+    @property
+    def supernet(self):
+        """Trained on first use (or reused from `training_dir()`), then kept for every trial of the process."""
+        if self._supernet is None:
+            from evaluators.supernet_train import train_supernet
+
+            directory = self.training_dir()
+            train_args = {k: v for k, v in self.settings.items() if k not in SCORING_KEYS}
+            log.info("supernet: training in %s (%s)", directory, train_args)
+            self._supernet = train_supernet(self.space_config(), self.parts.datamodule, directory,
+                                            seed=self.parts.seed, **train_args)
+            self._supernet.eval()
+        return self._supernet
+
+    def evaluate(self, model: nn.Module, arch_key: str) -> dict[str, Any]:
+        from evaluators.supernet_train import score_path
+
+        supernet = self.supernet
+        started = time.perf_counter()
+        _, accuracy = score_path(supernet, model.arch, self.parts.datamodule,
+                                 calibration_batches=self.calibration_batches, val_batches=self.val_batches,
+                                 device=self.settings.get("score_device", "cpu"))
+        score_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        measured = measure_with_retries(self.parts, model, arch_key)
+        return {
+            "accuracy": accuracy,
+            "latency_ms": measured.median_ms,
+            "latency": measured.to_dict(),
+            "latency_source": "measured",
+            "train_seconds": score_seconds,  # BN recalibration + validation; the supernet's own training is shared
+            "measure_seconds": time.perf_counter() - started,
+        }

@@ -1,0 +1,165 @@
+"""Training a supernet once (a LightningModule over the usual datamodules) and scoring one of its paths.
+
+Each training step samples a path: uniformly (default) or by the sandwich rule (largest + smallest + one
+uniform path, their losses averaged). The path of a step is a function of (seed, global step), so a resumed
+run continues the same sequence. Lightning owns the loop: `accelerator`/`devices`/`strategy`/`num_nodes` are
+its own flags (with DDP use `strategy=ddp_find_unused_parameters_true`: a path leaves most weights unused).
+A killed training resumes from `<directory>/last.ckpt`; a finished one is `<directory>/supernet.pt`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import Tensor, nn
+
+from evaluators.accuracy import ClassificationModule, _check_limit, _quiet_lightning, set_bn_momentum
+from mnas_core.errors import ConfigError, TrialError
+from search_spaces.arch import ArchSpec
+from search_spaces.space import SpaceConfig
+from search_spaces.supernet import Supernet
+
+log = logging.getLogger(__name__)
+SAMPLINGS = ("uniform", "sandwich")
+FINAL_NAME, LAST_NAME = "supernet.pt", "last.ckpt"
+
+
+class SupernetModule(ClassificationModule):
+    """`ClassificationModule` whose model is a `Supernet`: one (or, sandwich, three) sampled paths per step;
+    validation runs the largest path (a progress signal only: the shared BN statistics mix every path)."""
+
+    def __init__(self, supernet: Supernet, num_classes: int, *, sampling: str = "uniform", seed: int = 0,
+                 **optimization: Any) -> None:
+        if sampling not in SAMPLINGS:
+            raise ConfigError(f"supernet.sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
+        super().__init__(supernet, num_classes, **optimization)
+        self.sampling, self.seed = sampling, int(seed)
+        self.largest = supernet.sample(random.Random(0), "largest")
+        self.images_seen = 0  # training-image passes: images x paths, the cost unit of bench/supernet.py
+
+    def step_paths(self) -> list[ArchSpec]:
+        rng = random.Random(self.seed * 1_000_003 + int(self.global_step))
+        supernet: Supernet = self.model  # type: ignore[assignment]
+        if self.sampling == "sandwich":
+            return [self.largest, supernet.sample(rng, "smallest"), supernet.sample(rng)]
+        return [supernet.sample(rng)]
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        paths = self.step_paths()
+        loss = sum(F.cross_entropy(self.model(images, arch), labels, label_smoothing=self.label_smoothing)
+                   for arch in paths) / len(paths)
+        if not torch.isfinite(loss):
+            raise TrialError(f"supernet training: non-finite loss at epoch {self.current_epoch} step {batch_idx}; "
+                             "lower supernet.lr")
+        self.train_loss_mean.update(loss.detach(), weight=labels.numel())
+        self.images_seen += labels.numel() * len(paths)
+        return loss
+
+    def _logits(self, images: Tensor) -> Tensor:
+        return self.model(images, self.largest)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["images_seen"] = self.images_seen
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.images_seen = int(checkpoint.get("images_seen", 0))
+
+
+def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, *, epochs: int = 10,
+                   sampling: str = "uniform", seed: int = 0, optimizer: str = "adam", lr: float = 0.003,
+                   momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "cosine",
+                   warmup_epochs: float = 0.0, label_smoothing: float = 0.1, bn_momentum: float | None = 0.1,
+                   limit_train_batches: float | None = None, limit_val_batches: float | None = None,
+                   precision: str | int = "32-true", accelerator: str = "cpu", devices: Any = 1,
+                   strategy: str = "auto", num_nodes: int = 1, callbacks: list[Any] | None = None) -> Supernet:
+    """The supernet of `config` trained on `datamodule`; reuses `<directory>/supernet.pt` when it exists and
+    resumes `<directory>/last.ckpt` when a training was killed."""
+    directory = Path(directory)
+    final = directory / FINAL_NAME
+    if final.is_file():
+        log.info("supernet: reusing %s", final)
+        return Supernet.load(final, config)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"supernet.epochs must be a positive integer, got {epochs!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    supernet = Supernet(config)
+    if bn_momentum is not None:
+        set_bn_momentum(supernet, bn_momentum)
+    module = SupernetModule(supernet, datamodule.num_classes, sampling=sampling, seed=seed, optimizer=optimizer,
+                            lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                            warmup_epochs=warmup_epochs, label_smoothing=label_smoothing)
+    last = directory / LAST_NAME
+    with _quiet_lightning():
+        pl.seed_everything(seed, workers=True, verbose=False)
+        trainer = pl.Trainer(
+            max_epochs=epochs, precision=precision, accelerator=accelerator, devices=devices, strategy=strategy,
+            num_nodes=num_nodes, limit_train_batches=_check_limit("limit_train_batches", limit_train_batches),
+            limit_val_batches=_check_limit("limit_val_batches", limit_val_batches), logger=False,
+            callbacks=[ModelCheckpoint(dirpath=directory, filename="last", save_top_k=1, every_n_epochs=1,
+                                       enable_version_counter=False),  # the newest epoch only, as last.ckpt
+                       *(callbacks or [])],
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+            default_root_dir=directory)
+        started = time.perf_counter()
+        if last.is_file():
+            log.info("supernet: resuming the killed training from %s", last)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+        seconds = time.perf_counter() - started
+    if trainer.is_global_zero:
+        supernet.save(final, epochs=epochs, train_seconds=seconds, images_seen=module.images_seen,
+                      history=module.history)
+    return supernet
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: Any, batches: int, device: str | torch.device = "cpu") -> None:
+    """Fresh BN statistics for one path: the cumulative average over `batches` training batches."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    for index, (images, _) in enumerate(loader):
+        if index >= batches:
+            break
+        model(images.to(device))
+    model.eval()
+
+
+@torch.no_grad()
+def accuracy_of(model: nn.Module, loader: Any, batches: int | None = None,
+                device: str | torch.device = "cpu") -> float:
+    model.eval()
+    correct = total = 0
+    for index, (images, labels) in enumerate(loader):
+        if batches is not None and index >= batches:
+            break
+        correct += int((model(images.to(device)).argmax(1).cpu() == labels).sum())
+        total += labels.numel()
+    if not total:
+        raise TrialError("the validation loader gave no batches; check data and supernet.limit_val_batches")
+    return correct / total
+
+
+def score_path(supernet: Supernet, arch: ArchSpec, datamodule: Any, *, calibration_batches: int = 10,
+               val_batches: int | None = None, device: str = "cpu") -> tuple[nn.Module, float]:
+    """The stand-alone model of `arch` with inherited weights and recalibrated BN, and its validation accuracy
+    (computed on `device`; the model comes back on the CPU, ready to export)."""
+    model = supernet.extract(arch).to(device)
+    generator = torch.Generator().manual_seed(0)  # the same calibration images for every path
+    loader = torch.utils.data.DataLoader(datamodule.train_dataloader().dataset, batch_size=datamodule.batch_size,
+                                         shuffle=True, generator=generator, num_workers=datamodule.num_workers,
+                                         collate_fn=datamodule.train_dataloader().collate_fn)
+    recalibrate_bn(model, loader, calibration_batches, device)
+    accuracy = accuracy_of(model, datamodule.val_dataloader(), val_batches, device)
+    return model.cpu(), accuracy

@@ -1,0 +1,176 @@
+"""A weight-sharing supernet over a `SpaceConfig`: one module that runs every architecture of the space.
+
+Per block and layer position the weights are sized for the largest choice (see `supernet_layers.py`); an
+architecture is a path through them: the first `layers` positions of each block, each running the block's
+conv-op family at its kernel, expand ratio, SE ratio, width and skip. `extract(arch)` returns the plain
+`MnasNet` of that path with the inherited weights, so a supernet-scored architecture exports and measures
+like any trial model. Checkpoints carry the space config, and loading one into another space is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mnas_core.errors import ArchitectureError, ConfigError
+from search_spaces.arch import ArchSpec
+from search_spaces.builder import MnasNet, build_model
+from search_spaces.layers import ConvBnAct, se_channels
+from search_spaces.space import CONV_OP_WORDS, DECISIONS, SpaceConfig
+from search_spaces.supernet_layers import LayerSlot, SharedConvBn
+
+CHECKPOINT_FORMAT = "mnas-nni/supernet-v1"
+# Fields that do not change a weight's shape or meaning; a checkpoint may be used with other values.
+SHAPE_FREE_FIELDS = ("resolution", "dropout")
+# Sandwich-rule extremes: the conv op with the most and with the least compute, in that order of preference.
+LARGEST_OPS = ("mbconv6", "mbconv3", "conv", "dsconv")
+SAMPLE_RULES = ("uniform", "largest", "smallest")
+
+
+def space_fields(config: SpaceConfig) -> dict[str, Any]:
+    """The config's own (init) fields as plain JSON-able values."""
+    return {f.name: (list(v) if isinstance(v := getattr(config, f.name), tuple) else v)
+            for f in dataclasses.fields(config) if f.init}
+
+
+class Supernet(nn.Module):
+    """Every architecture of `config` with shared weights; `forward(x, arch)` runs one path (`self.active`
+    when `arch` is None)."""
+
+    def __init__(self, config: SpaceConfig):
+        super().__init__()
+        self.config = config
+        self.num_classes = config.num_classes
+        self.choices = [config.choices(i) for i in range(len(config.skeleton))]
+        self.active: ArchSpec = self.sample(random.Random(0), "largest")
+        stem = config.scaled(config.stem_filters)
+        self.stem = ConvBnAct(3, stem, 3, 2)
+        ops: dict[str, int] = {}
+        for word in config.conv_ops:
+            op, expand = CONV_OP_WORDS[word]
+            ops[op] = max(ops.get(op, 1), expand)
+        max_kernel, max_ratio = max(config.kernels), max(config.se_ratios)
+        blocks, max_in = [], stem
+        for base, choices in zip(config.skeleton, self.choices):
+            max_out = max(choices["filters"])
+            slots = []
+            for position in range(max(choices["layers"])):
+                slot_in = max_in if position == 0 else max_out
+                max_se = se_channels(slot_in, max_ratio) if max_ratio > 0 else 0
+                slots.append(LayerSlot(ops, slot_in, max_out, max_kernel, max_se, base.stride if position == 0 else 1))
+            blocks.append(nn.ModuleList(slots))
+            max_in = max_out
+        self.blocks = nn.ModuleList(blocks)
+        self.head_filters = self.active.head_filters
+        self.head = SharedConvBn(max_in, self.head_filters, 1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(self.head_filters, config.num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The stand-alone model's initialisation, on the full-size shared tensors."""
+        MnasNet.reset_parameters(self)  # type: ignore[arg-type]
+        for module in self.modules():
+            if isinstance(module, SharedConvBn):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    # -- paths -------------------------------------------------------------------------------------------
+    def sample(self, rng: random.Random, rule: str = "uniform") -> ArchSpec:
+        """A path: uniform over every decision, or the space's largest / smallest (the sandwich rule's ends)."""
+        if rule not in SAMPLE_RULES:
+            raise ConfigError(f"supernet sample rule {rule!r} is unknown; use one of {', '.join(SAMPLE_RULES)}")
+        sample: dict[str, Any] = {}
+        for index, choices in enumerate(self.choices):
+            for decision, values in choices.items():
+                if rule == "uniform":
+                    value = rng.choice(values)
+                elif decision == "conv_op":
+                    order = [w for w in LARGEST_OPS if w in values]
+                    value = order[0] if rule == "largest" else order[-1]
+                elif decision == "skip":
+                    value = values[0]
+                else:
+                    value = max(values) if rule == "largest" else min(values)
+                sample[f"block{index + 1}/{decision}"] = value
+        return self.config.arch_from_sample(sample)
+
+    def check_arch(self, arch: ArchSpec) -> None:
+        """Refuse an architecture that is not a path of this supernet's space."""
+        if len(arch.blocks) != len(self.choices):
+            raise ArchitectureError(f"architecture has {len(arch.blocks)} blocks; this supernet's space has "
+                                    f"{len(self.choices)}")
+        expected = self.config.scaled(self.config.stem_filters)
+        if arch.stem_filters != expected or arch.head_filters != self.head_filters:
+            raise ArchitectureError(f"architecture stem/head {arch.stem_filters}/{arch.head_filters} differ from "
+                                    f"the supernet's {expected}/{self.head_filters}")
+        words = {CONV_OP_WORDS[w]: w for w in self.config.conv_ops}
+        for index, (block, choices) in enumerate(zip(arch.blocks, self.choices)):
+            values = {"conv_op": words.get((block.op, block.expand)), "kernel": block.kernel,
+                      "se_ratio": block.se_ratio, "skip": block.skip, "filters": block.out_filters,
+                      "layers": block.repeats}
+            for decision in DECISIONS:
+                if values[decision] not in choices[decision]:
+                    raise ArchitectureError(f"block{index + 1}/{decision} = {values[decision]!r} is not a choice "
+                                            f"of the supernet's space ({choices[decision]})")
+
+    # -- forward and extraction ----------------------------------------------------------------------------
+    def forward(self, x: Tensor, arch: ArchSpec | None = None) -> Tensor:
+        arch = arch or self.active
+        x = self.stem(x)
+        for slots, block in zip(self.blocks, arch.blocks):
+            for position in range(block.repeats):
+                x = slots[position](x, block)
+        x = self.head(x, self.head_filters, 1).mean((2, 3))
+        return self.classifier(self.dropout(x))
+
+    @torch.no_grad()
+    def extract(self, arch: ArchSpec) -> MnasNet:
+        """The stand-alone `MnasNet` of `arch`, carrying this supernet's weights for that path."""
+        self.check_arch(arch)
+        model = build_model(arch, num_classes=self.num_classes)
+        model.stem.load_state_dict(self.stem.state_dict())
+        for slots, block, layers in zip(self.blocks, arch.blocks, model.blocks):
+            for position, layer in enumerate(layers):
+                slots[position].copy_to(layer, block)
+        self.head.copy_to(model.head)
+        model.classifier.load_state_dict(self.classifier.state_dict())
+        return model.train(self.training)
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def save(self, path: str | Path, **extra: Any) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(path.suffix + ".partial")
+        torch.save({"format": CHECKPOINT_FORMAT, "space": space_fields(self.config),
+                    "state_dict": self.state_dict(), **extra}, partial)
+        partial.replace(path)  # a killed save never leaves a half-written checkpoint under the real name
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, config: SpaceConfig) -> Supernet:
+        """The supernet saved at `path`, which must have been trained for `config`'s space."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"supernet.checkpoint {path} not found; give a file written by a supernet training "
+                              "or leave supernet.checkpoint null to train one")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+            raise ConfigError(f"supernet.checkpoint {path} is not a supernet checkpoint "
+                              f"({type(err).__name__}); give a file written by a supernet training") from None
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"supernet.checkpoint {path} is not a {CHECKPOINT_FORMAT} file; give a file written "
+                              "by a supernet training")
+        mine, theirs = space_fields(config), data.get("space", {})
+        differing = [k for k in mine if k not in SHAPE_FREE_FIELDS and mine[k] != theirs.get(k)]
+        if differing:
+            raise ConfigError(f"supernet.checkpoint {path} was trained for another search space (differs in "
+                              f"{', '.join(differing)}); train a supernet for this space or pick the matching config")
+        supernet = cls(config)
+        supernet.load_state_dict(data["state_dict"])
+        return supernet

@@ -1,0 +1,152 @@
+"""evaluator=supernet through the CLI, supernet training resume, and bad supernet checkpoints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.cli import read_trials, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_BLOCKS = "[r1_k3_s11_e1_i32_o16,r2_k3_s22_e6_i16_o24,r2_k3_s22_e6_i24_o32]"
+TINY = [f"search_space.base_blocks={TINY_BLOCKS}", "search_space.head_filters=64", "data.resolution=16"]
+FAST_SUPERNET = ["evaluator=supernet", "supernet.epochs=1", "supernet.limit_train_batches=2",
+                 "supernet.limit_val_batches=1", "supernet.calibration_batches=1", "supernet.val_batches=2",
+                 "search.max_trials=4"]
+ENV = {"PYTHONPATH": str(ROOT)}
+
+
+def tiny_config(**changes):
+    from search_spaces.space import SpaceConfig
+
+    fields = {"base_blocks": tuple(TINY_BLOCKS.strip("[]").split(",")), "width_mult": 0.5, "head_filters": 64,
+              "num_classes": 10, "resolution": 16}
+    return SpaceConfig(**{**fields, **changes})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from search_spaces.supernet import Supernet
+
+    torch.manual_seed(0)
+    return Supernet(tiny_config()).save(tmp_path_factory.mktemp("supernet") / "supernet.pt")
+
+
+@pytest.mark.slow
+def test_supernet_search_trains_scores_and_confirms_the_top_one(tmp_path):
+    result = run_cli(tmp_path, *TINY, *FAST_SUPERNET, "strategy=random", f"supernet.dir={tmp_path / 'sn'}",
+                     "search.confirm_top_k=1", env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = read_trials(tmp_path)
+    assert len(trials) == 4 and all(t["status"] == "succeeded" and t["evaluator"] == "supernet" for t in trials)
+    assert all(0.0 <= t["accuracy"] <= 1.0 and t["latency_ms"] > 0 for t in trials)
+    confirmed = [t for t in trials if t["confirmed_reward"] is not None]
+    assert len(confirmed) == 1
+    assert confirmed[0]["reward"] == max(t["reward"] for t in trials)  # the search's best is the one confirmed
+    assert (tmp_path / "sn" / "supernet.pt").is_file()
+
+
+@pytest.mark.slow
+def test_supernet_search_with_ppo_rnn_from_a_checkpoint(tmp_path, checkpoint):
+    result = run_cli(tmp_path, *TINY, *FAST_SUPERNET, "strategy=ppo_rnn_short", f"supernet.checkpoint={checkpoint}",
+                     "search.confirm_top_k=0", env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = read_trials(tmp_path)
+    assert len(trials) == 4 and all(t["evaluator"] == "supernet" for t in trials)
+    assert all(t["confirmed_reward"] is None for t in trials)
+    assert not (tmp_path / "outputs" / "supernets").exists()  # loaded, not trained
+
+
+@pytest.mark.slow
+def test_a_bad_supernet_checkpoint_is_one_line_before_any_trial(tmp_path):
+    from search_spaces.supernet import Supernet
+
+    other = Supernet(tiny_config(kernels=(3,))).save(tmp_path / "other.pt")
+    cases = {tmp_path / "missing.pt": "not found", other: "another search space"}
+    for path, words in cases.items():
+        result = run_cli(tmp_path, *TINY, *FAST_SUPERNET, f"supernet.checkpoint={path}", env=ENV, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and words in lines[0] and "supernet.checkpoint" in lines[0], result.stderr[-2000:]
+        assert not (tmp_path / "run" / "trials.jsonl").exists()
+
+
+TRAIN_SCRIPT = """
+import sys, time
+from pytorch_lightning.callbacks import Callback
+from evaluators.data import DigitsDataModule
+from evaluators.supernet_train import train_supernet
+from tests.test_supernet_search import tiny_config
+
+class SlowAfterFirstEpoch(Callback):  # gives the test time to kill the run once epoch 0 is checkpointed
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch >= 1 and sys.argv[2] == "slow":
+            time.sleep(60)
+
+train_supernet(tiny_config(), DigitsDataModule(resolution=16), sys.argv[1], epochs=3, limit_train_batches=2,
+               limit_val_batches=1, callbacks=[SlowAfterFirstEpoch()])
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_supernet_training_resumes_where_it_stopped(tmp_path):
+    directory = tmp_path / "sn"
+    env = {**os.environ, **ENV, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(directory), "slow"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (directory / "last.ckpt").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the checkpoint file is renamed into place; let the save finish
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (directory / "last.ckpt").is_file() and not (directory / "supernet.pt").exists()
+    finished = torch.load(directory / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] + 1
+    assert finished < 3
+    done = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, str(directory), "fast"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = torch.load(directory / "supernet.pt", map_location="cpu", weights_only=True)
+    assert [row["epoch"] for row in final["history"]] == list(range(finished, 3))  # only the epochs left ran
+    assert final["images_seen"] == 3 * 2 * 64  # counted across the kill
+
+
+def test_imagenet_supernet_experiment_composes():
+    import yaml
+
+    result = subprocess.run([sys.executable, "-m", "mnas_nni", "+experiment=mnas_imagenet_supernet", "--cfg", "job"],
+                            capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env={**os.environ, **ENV})
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["evaluator"]["_target_"] == "evaluators.supernet.SupernetEvaluator"
+    assert config["data"]["resolution"] == 224 and config["search_space"]["num_classes"] == 1000
+    assert config["supernet"]["epochs"] == 30 and config["search"]["confirm_top_k"] == 5
+    assert config["strategy"]["batch_size"] == 10  # ppo_rnn_short
+
+
+def test_confirm_count_defaults_by_evaluator_and_refuses_bad_values():
+    from mnas_core.errors import ConfigError
+    from mnas_nni.confirm import confirm_count
+
+    assert confirm_count({"confirm_top_k": None}, "supernet") == 5
+    assert confirm_count({"confirm_top_k": None}, "proxy") == 0
+    assert confirm_count({"confirm_top_k": 2}, "proxy") == 2
+    with pytest.raises(ConfigError, match="confirm_top_k"):
+        confirm_count({"confirm_top_k": -1}, "supernet")
+
+
+def test_top_k_ranks_by_the_confirmed_reward_once_there_is_one():
+    from mnas_nni.records import TrialRecord, top_k
+
+    records = [TrialRecord(trial=1, status="succeeded", reward=0.9, confirmed_reward=0.5),
+               TrialRecord(trial=2, status="succeeded", reward=0.8, confirmed_reward=0.7),
+               TrialRecord(trial=3, status="succeeded", reward=0.95)]
+    assert [r.trial for r in top_k(records, 3)] == [2, 1]
+    assert [r.trial for r in top_k(records, 3, key="reward")] == [3, 1, 2]
