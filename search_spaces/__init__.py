@@ -1,6 +1,14 @@
 """Search spaces: the MnasNet factorized hierarchical space (architectures as data, one builder, an NNI model
 space) and the NAS-Bench-201 cell space (`nb201`)."""
 
+import warnings
+
+with warnings.catch_warnings():
+    # NNI wraps every torch.nn name at import and warns for the non-modules of torch 2.13; harmless (the app
+    # silences it for good in mnas_nni/nni_adapter.py). Imported here first so a plugin user sees no noise.
+    warnings.filterwarnings("ignore", message=r".* is found to be not a nn\.Module", category=RuntimeWarning)
+    import nni.nas.nn.pytorch  # noqa: F401
+
 from search_spaces.arch import ArchSpec, BlockSpec
 from search_spaces.block_string import decode_block, encode_block
 from search_spaces.builder import MnasNet, build_model
