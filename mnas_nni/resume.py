@@ -82,6 +82,7 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
         return current  # a run from before the file existed: today's config, as before
     if current["search"].get("resume_override"):
         return current
+    original = _unmasked(original, current)
     before, now = flatten(original), flatten(current)
     allowed = [k for k in set(before) | set(now) if k.startswith(RESUME_MAY_CHANGE)]
     derived = ("search_space.num_classes", "search_space.resolution")  # filled in from the data
@@ -103,6 +104,14 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
                                                  if f"search.{k}".startswith(RESUME_MAY_CHANGE)}}
     merged["tracking"] = current["tracking"]
     return merged
+
+
+def _unmasked(original: Any, current: Any) -> Any:
+    """The run's config with each secret the file holds masked (`***`) taken from today's config."""
+    if isinstance(original, dict):
+        current = current if isinstance(current, dict) else {}
+        return {k: _unmasked(v, current.get(k)) for k, v in original.items()}
+    return current if original == "***" else original
 
 
 def arch_key(arch: dict[str, Any] | None) -> str:

@@ -23,6 +23,7 @@ from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records
+from mnas_nni.tracking import mask_secrets
 from mnas_nni.trial import evaluate_trial
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
     parts = build_parts(cfg, run_dir)
     config, search, run_dir = parts.config, parts.config["search"], parts.run_dir
     confirm_k = confirm_count(search, parts.context.evaluator.kind)
-    resume.write_config(run_dir, config)
+    resume.write_config(run_dir, mask_secrets(config))  # a resume takes the masked values from its own command
     trial_log = run_dir / "trials.jsonl"
     previous = load_records(trial_log)
     # The tracker starts first: a server that is down stops the search before the console shows anything.

@@ -41,6 +41,8 @@ class StopState:
     signum: int | None = None
     in_trial: bool = False
     abort_reason: str | None = None  # set when the search stops itself (its first trials all failed)
+    deferring: bool = False  # a finished trial is being recorded: a signal waits until that is done
+    pending: int | None = None
 
     @property
     def requested(self) -> bool:
@@ -63,6 +65,9 @@ def trial_running() -> Iterator[None]:
 def _handler(signum: int, frame: object) -> None:
     if STATE.requested:  # the second signal: no more cleaning up
         os._exit(128 + signum)
+    if STATE.deferring:
+        STATE.pending = signum
+        return
     STATE.signum = signum
     if STATE.abort_reason is None:
         print(f"\n{signal.Signals(signum).name}: stopping the search (the running trial is cut short and re-run "
@@ -73,7 +78,7 @@ def _handler(signum: int, frame: object) -> None:
 @contextmanager
 def stop_on_signals() -> Iterator[StopState]:
     """Install the handlers for the span of a search (main thread only; elsewhere nothing changes)."""
-    STATE.signum, STATE.in_trial, STATE.abort_reason = None, False, None
+    STATE.signum, STATE.in_trial, STATE.abort_reason, STATE.deferring, STATE.pending = None, False, None, False, None
     if threading.current_thread() is not threading.main_thread():
         yield STATE
         return
@@ -87,16 +92,21 @@ def stop_on_signals() -> Iterator[StopState]:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back while a finished trial is being recorded (trial log, tracker, console), so a
-    stop never leaves a trial in one record and not in another; the signal is delivered right after."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Hold a stop signal back while a finished trial is being recorded (trial log, tracker, console), so a stop
+    never leaves a trial in one record and not in another; it takes effect right after. (Blocking the signal
+    with pthread_sigmask would not do: the kernel hands a process signal to any thread that does not block it,
+    and Python then runs the handler in the main thread at once.)"""
+    if threading.current_thread() is not threading.main_thread() or STATE.deferring:
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    STATE.deferring = True
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        STATE.deferring = False
+        if STATE.pending is not None:
+            signum, STATE.pending = STATE.pending, None
+            _handler(signum, None)
 
 
 def abort(reason: str) -> None:

@@ -141,7 +141,7 @@ def test_console_is_quiet_off_a_tty_but_prints_the_final_table(records):
     console.on_search_start(None)
     for record in records:
         console.on_trial_end(record)
-    assert out.getvalue() == ""  # no progress bar in logs
+    assert out.getvalue() == "trial 7 failed: NaN loss\n"  # no progress bar in logs; one line per failure
     assert (console.done, console.failed, console.best) == (7, 1, 0.90)
     console.on_search_end(records)
     console.close()

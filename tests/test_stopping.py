@@ -43,7 +43,8 @@ def parent_status(store: Path) -> str:
     return parent.info.status
 
 
-def assert_stopped_then_resumed(tmp_path: Path, process: subprocess.Popen, signum: int, store: Path) -> None:
+def assert_stopped_then_resumed(tmp_path: Path, process: subprocess.Popen, signum: int, store: Path,
+                                *overrides: str) -> None:
     out, err = process.communicate(timeout=300)
     assert process.returncode == 128 + signum, err[-3000:]
     assert f"search.resume={tmp_path / 'run'}" in err and "Traceback" not in err
@@ -54,7 +55,8 @@ def assert_stopped_then_resumed(tmp_path: Path, process: subprocess.Popen, signu
     assert state["checkpointed_trials"] <= len(recorded)
     assert parent_status(store) == "KILLED"
     resumed = run_cli(tmp_path, "strategy=random", f"search.max_trials={MAX_TRIALS}",
-                      f"search.resume={tmp_path / 'run'}", "tracking=mlflow", f"tracking.tracking_uri=sqlite:///{store}")
+                      f"search.resume={tmp_path / 'run'}", "tracking=mlflow", f"tracking.tracking_uri=sqlite:///{store}",
+                      *overrides)  # the run's own settings: a resume refuses others
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = read_trials(tmp_path)
     assert [t["trial"] for t in trials] == list(range(1, MAX_TRIALS + 1))
@@ -68,12 +70,12 @@ def assert_stopped_then_resumed(tmp_path: Path, process: subprocess.Popen, signu
 def test_a_signal_during_training_stops_the_search_and_resume_finishes_it(tmp_path, signum):
     store = tmp_path / "mlflow.db"
     # Long enough trials that the signal lands inside the second one.
-    process = start_search(tmp_path, "tracking=mlflow", f"tracking.tracking_uri=sqlite:///{store}",
-                           "train.epochs=2", "train.limit_train_batches=null")
+    longer = ("train.epochs=2", "train.limit_train_batches=null")
+    process = start_search(tmp_path, "tracking=mlflow", f"tracking.tracking_uri=sqlite:///{store}", *longer)
     wait_for_trials(tmp_path, 1, process)
     time.sleep(2.0)
     process.send_signal(signum)
-    assert_stopped_then_resumed(tmp_path, process, signum, store)
+    assert_stopped_then_resumed(tmp_path, process, signum, store, *longer)
 
 
 @pytest.mark.slow

@@ -72,7 +72,8 @@ def run(strategy: Strategy, tmp: Path, trials: int = 4) -> Toy:
 
 
 def load(word: str, **overrides):
-    cfg = OmegaConf.load(CONF / f"{word}.yaml")
+    # a word's yaml may read search.failure_reward, as it does in the composed config
+    cfg = OmegaConf.create({"search": {"failure_reward": 0.0}, "strategy": OmegaConf.load(CONF / f"{word}.yaml")}).strategy
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value, merge=False, force_add=True)
     return instantiate(cfg)
