@@ -6,6 +6,7 @@ On a non-TTY stdout (CI logs, `| tee`) the bar stays off and only the final tabl
 from __future__ import annotations
 
 import atexit
+import logging
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -18,6 +19,22 @@ from search_spaces.block_string import decode_block
 OP_CODES = {"conv": "C", "dsconv": "DS", "mbconv": "MB"}
 LEGEND = ("MB6k5x3:40 = MBConv expand 6, 5x5 kernel, 3 layers, 40 filters; DS depthwise-separable, C conv; "
           "+SE squeeze-excite; -ns no skip, +pool pooling skip")
+
+
+LOG_FILE_ONLY = {"log_file_only": True}  # `extra=` for a record the run's log file keeps and the terminal skips
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "log_file_only", False)
+
+
+def keep_file_only_records_off_console() -> None:
+    """A failed trial's traceback goes to the run's log file (Hydra's file handler); the terminal shows the
+    one line the console observer prints for it."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+                and _not_file_only not in handler.filters:
+            handler.addFilter(_not_file_only)
 
 
 def abbreviate_block(text: str) -> str:
@@ -43,7 +60,8 @@ def topk_rich_table(records: list[TrialRecord], k: int) -> Table:
         return "-" if value is None else format(value, spec)
 
     for r in top_k(records, k):
-        blocks = " ".join(abbreviate_block(b) for b in (r.arch or {}).get("blocks", []))
+        arch = r.arch or {}  # an MNAS architecture has blocks; a NAS-Bench-201 cell its arch string
+        blocks = " ".join(abbreviate_block(b) for b in arch["blocks"]) if "blocks" in arch else arch.get("arch_str", "")
         table.add_row(str(r.trial), fmt(r.reward, ".4f"), fmt(r.accuracy, ".4f"), fmt(r.latency_ms, ".2f"),
                       fmt(None if r.params is None else r.params / 1e6, ".2f"),
                       fmt(None if r.macs is None else r.macs / 1e6, ".1f"), blocks)

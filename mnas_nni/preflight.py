@@ -23,6 +23,39 @@ def check_writable(folder: Path, what: str, fix: str) -> None:
         raise ConfigError(f"{what} {folder} is not writable ({err.strerror or one_line(err)}); {fix}") from None
 
 
+def check_hydra_output_dir(argv: list[str], cwd: Path) -> None:
+    """Hydra makes its run folder before any of our code runs and fails there with a traceback; check the folder
+    this command line names (`hydra.run.dir=`, or `hydra.sweep.dir=` with -m/--multirun; by default a folder under
+    the working directory) first. The part before a `${...}` interpolation is what can be checked."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == key and "=" in a]
+    default = "multirun" if multirun else "outputs"
+    folder = Path(given[-1].split("${", 1)[0] or ".") if given else Path(default)
+    folder = folder if folder.is_absolute() else cwd / folder
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    fix = f"set {key} to a writable folder" if given else f"run from a writable folder or set {key}"
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".mnas-write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"the run folder {folder} cannot be created ({existing} takes no new file: "
+                          f"{err.strerror or one_line(err)}); {fix}") from None
+
+
+def exit_if_output_dir_unwritable() -> None:
+    """For a Hydra entry point's `main()`: one line and exit 2 instead of Hydra's traceback."""
+    import sys
+
+    try:
+        check_hydra_output_dir(sys.argv[1:], Path.cwd())
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def check_folders(run_dir: Path, latency: dict[str, Any]) -> None:
     check_writable(run_dir, "the run directory", "set hydra.run.dir to a writable folder")
     # NNI writes its experiment manifest under $HOME whatever the working directory (nni/experiment/config).

@@ -56,8 +56,9 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / CONFIG_FILE)
 
 
-# What a resume may change without changing what a trial means: the budget, where it is tracked, and resume itself.
-RESUME_MAY_CHANGE = ("search.max_trials", "search.resume", "search.resume_override", "tracking.")
+# What a resume may change without changing what a trial means: the budget, where it is tracked, NNI's manager
+# port (the old one may be taken), and resume itself.
+RESUME_MAY_CHANGE = ("search.max_trials", "search.port", "search.resume", "search.resume_override", "tracking.")
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -94,7 +95,7 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
     if changed:
         key = changed[0]
         raise ResumeError(f"search.resume: {key} was {before.get(key)!r} in {run_dir}, now {now.get(key)!r}; a "
-                          "resume keeps its run's config (only search.max_trials and tracking.* may change): drop "
+                          "resume keeps its run's config (only search.max_trials, search.port and tracking.* may change): drop "
                           "the override, or add search.resume_override=true")
     if current["search"]["max_trials"] < original["search"]["max_trials"]:
         raise ResumeError(f"search.resume: search.max_trials may only grow (was {original['search']['max_trials']}, "

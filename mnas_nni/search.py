@@ -18,7 +18,7 @@ from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
 from mnas_nni import nni_adapter, preflight, resume, stopping
 from mnas_nni.confirm import confirm_count, confirm_top_k
-from mnas_nni.console import ConsoleObserver
+from mnas_nni.console import ConsoleObserver, keep_file_only_records_off_console
 from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
@@ -119,6 +119,7 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
                ) -> list[TrialRecord]:
     """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
     parts = build_parts(cfg, run_dir)
+    keep_file_only_records_off_console()
     config, search, run_dir = parts.config, parts.config["search"], parts.run_dir
     confirm_k = confirm_count(search, parts.context.evaluator.kind)
     resume.write_config(run_dir, mask_secrets(config))  # a resume takes the masked values from its own command

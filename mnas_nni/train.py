@@ -198,6 +198,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from mnas_nni.preflight import exit_if_output_dir_unwritable
+
+    exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)
     _main()
 
 

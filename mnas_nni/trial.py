@@ -22,6 +22,7 @@ from torch import nn
 
 from mnas_core.errors import TrialError, one_line
 from mnas_nni import resume, stopping
+from mnas_nni.console import LOG_FILE_ONLY
 from mnas_nni.context import context_for
 from mnas_nni.records import FAILED
 
@@ -69,6 +70,8 @@ def evaluate_trial(model: nn.Module, *, failure_reward: float = 0.0, timeout_s: 
         raise KeyboardInterrupt from None  # past Lightning's handler: NNI marks the model interrupted and stops
     except Exception as err:
         arch = getattr(model, "arch", None)
+        log.error("trial failed (%s: %s); its architecture: %s", type(err).__name__, one_line(err),
+                  arch.to_dict() if arch is not None else None, exc_info=True, extra=LOG_FILE_ONLY)
         nni.report_final_result({
             "default": float(failure_reward),
             "status": FAILED,

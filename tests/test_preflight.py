@@ -36,6 +36,14 @@ def test_an_unwritable_home_fails_at_startup(tmp_path):
     assert_one_line_before_training(tmp_path, result, "nni-experiments", "HOME")
 
 
+@pytest.mark.parametrize("module", ["mnas_nni", "mnas_nni.train"])
+def test_an_unwritable_run_folder_fails_before_hydra_makes_it(tmp_path, module):
+    # /proc takes no new folder, not even from root; Hydra itself would fail there with a traceback.
+    extra = ("+experiment=retrain",) if module == "mnas_nni.train" else ()
+    result = run_cli(tmp_path, *extra, "hydra.run.dir=/proc/mnas-run", module=module)
+    assert_one_line_before_training(tmp_path, result, "/proc/mnas-run cannot be created", "hydra.run.dir")
+
+
 def test_a_folder_of_corrupt_jpegs_fails_at_startup(tmp_path):
     for wnid in ("n01", "n02"):
         folder = tmp_path / "imagenet" / "train" / wnid

@@ -151,3 +151,15 @@ def test_console_is_quiet_off_a_tty_but_prints_the_final_table(records):
     assert [row.split("│")[1].strip() for row in rows] == ["5", "8"]
     assert "DSk3x1:16-ns MB6k3x2:24" in rows[0]
     assert abbreviate_block("conv_r3_k5_s22_e1_i24_o40_se0.25_poolskip") == "Ck5x3:40+SE+pool"
+
+
+def test_the_top_k_table_shows_a_nas_bench_201_cell_by_its_arch_string():
+    from rich.console import Console
+
+    from mnas_nni.console import topk_rich_table
+
+    cell = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+    record = TrialRecord(trial=1, status=SUCCEEDED, arch={"format": "nb201", "arch_str": cell}, reward=0.9)
+    out = io.StringIO()
+    Console(file=out, width=300).print(topk_rich_table([record], 1))
+    assert cell in out.getvalue()

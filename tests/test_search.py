@@ -59,6 +59,8 @@ def test_failing_trials_are_recorded_with_their_reason_and_the_search_goes_on(tm
         assert trial["status"] == "failed"
         assert "non-finite loss" in trial["error"]
         assert trial["arch"]["blocks"]
+    run_log = (tmp_path / "run" / "__main__.log").read_text()  # the tracebacks went to the run's own log file
+    assert run_log.count("trial failed (TrialError") == 2 and "Traceback (most recent call last)" in run_log
 
 
 @pytest.mark.slow
