@@ -95,8 +95,8 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
     if changed:
         key = changed[0]
         raise ResumeError(f"search.resume: {key} was {before.get(key)!r} in {run_dir}, now {now.get(key)!r}; a "
-                          "resume keeps its run's config (only search.max_trials, search.port and tracking.* may change): drop "
-                          "the override, or add search.resume_override=true")
+                          "resume keeps its run's config (only search.max_trials, search.port and tracking.* may change): "
+                          "drop the override, or add search.resume_override=true")
     if current["search"]["max_trials"] < original["search"]["max_trials"]:
         raise ResumeError(f"search.resume: search.max_trials may only grow (was {original['search']['max_trials']}, "
                           f"now {current['search']['max_trials']})")

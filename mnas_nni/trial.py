@@ -69,14 +69,14 @@ def evaluate_trial(model: nn.Module, *, failure_reward: float = 0.0, timeout_s: 
     except stopping.TrialInterrupted:
         raise KeyboardInterrupt from None  # past Lightning's handler: NNI marks the model interrupted and stops
     except Exception as err:
-        arch = getattr(model, "arch", None)
-        log.error("trial failed (%s: %s); its architecture: %s", type(err).__name__, one_line(err),
-                  arch.to_dict() if arch is not None else None, exc_info=True, extra=LOG_FILE_ONLY)
+        arch_dict = arch.to_dict() if arch is not None else None
+        log.exception("trial failed (%s: %s); its architecture: %s", type(err).__name__, one_line(err), arch_dict,  # noqa: TRY401 - the reason on the first line, for grep
+                      extra=LOG_FILE_ONLY)
         nni.report_final_result({
             "default": float(failure_reward),
             "status": FAILED,
             "error": f"{type(err).__name__}: {one_line(err)}",
-            "arch": arch.to_dict() if arch is not None else None,
+            "arch": arch_dict,
             "duration_seconds": time.perf_counter() - started,
             "nni_trial_id": nni.get_trial_id(),
         })
