@@ -146,6 +146,7 @@ WORKER = textwrap.dedent("""
     tmp, worker = Path(sys.argv[1]), sys.argv[2]
     evaluator = LatencyEvaluator(LocalDevice(warmup=2, runs=20), cache_path=None, lock_dir=tmp / "locks",
                                  workdir=tmp / "work", interval_log=tmp / "intervals.log")
+    (tmp / f"ready-{sys.argv[2]}").touch()
     while not (tmp / "go").exists():
         time.sleep(0.005)
     for i in range(3):
@@ -159,6 +160,7 @@ SLEEPER = textwrap.dedent("""
     from evaluators.latency import device_lock
 
     tmp, name = Path(sys.argv[1]), sys.argv[2]
+    (tmp / f"ready-{sys.argv[2]}").touch()
     while not (tmp / "go").exists():
         time.sleep(0.005)
     for _ in range(2):
@@ -171,7 +173,10 @@ def run_together(tmp_path: Path, script: str, args: list[str]) -> list[tuple[str
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), arg], cwd=REPO, env=env)
              for arg in args]
-    time.sleep(0.5)  # let both import and wait at the start line
+    deadline = time.monotonic() + 60  # start together only once every process waits at the start line
+    while not all((tmp_path / f"ready-{arg}").exists() for arg in args):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a worker did not start"
+        time.sleep(0.01)
     (tmp_path / "go").touch()
     assert [p.wait(timeout=60) for p in procs] == [0] * len(procs)
     return sorted(read_intervals(tmp_path / "intervals.log"), key=lambda row: row[1])
