@@ -200,6 +200,7 @@ def apply_patches() -> None:
     import_strategies_quietly()
     load_json_without_comment_stripping()
     load_own_checkpoints_fully()
+    ignore_resume_data_commands()
 
 
 def trial_evaluator(function, **arguments):
@@ -216,9 +217,60 @@ def run_or_resume(experiment, port: int, resume: bool) -> None:
     search leaves there."""
     quiet_nni_console()
     if resume:
+        cancel_unfinished_trial_jobs(experiment)
         experiment.resume(port=port, wait_completion=True, debug=False)
     else:
         experiment.run(port=port, wait_completion=True, debug=False)
+
+
+def cancel_unfinished_trial_jobs(experiment) -> list[str]:
+    """On resume NNI's node manager re-submits every trial job its database still shows WAITING or RUNNING
+    (`NNIManager.addRecoveredTrialJob`), but the Python engine of the resumed process has no model for that
+    job's parameter id: the job takes a concurrency slot that never frees and the search hangs. Those jobs
+    were cut short by the stop; our strategy runs their architectures again. Mark them USER_CANCELED in NNI's
+    database first, as NNI would have had it seen them end. Sequential execution has no such database."""
+    import sqlite3
+    import time
+
+    db = Path(str(experiment.config.experiment_working_directory)) / experiment.id / "db" / "nni.sqlite"
+    if not db.is_file():
+        return []
+    with sqlite3.connect(db) as connection:
+        latest: dict[str, str] = {}
+        for job, event in connection.execute("select trialJobId, event from TrialJobEvent order by rowid"):
+            if job and event != "ADD_HYPERPARAMETER":  # NNI's replay: that event keeps the status
+                latest[job] = {"ADD_CUSTOMIZED": "WAITING", "USER_TO_CANCEL": "USER_CANCELED"}.get(event, event)
+        unfinished = [job for job, event in latest.items() if event in ("WAITING", "RUNNING")]
+        now = int(time.time() * 1000)
+        connection.executemany("insert into TrialJobEvent (timestamp, trialJobId, event, message) values (?,?,?,?)",
+                               [(now, job, "USER_CANCELED", "cut short by a stop; re-run on resume")
+                                for job in unfinished])
+    return unfinished
+
+
+def ignore_resume_data_commands() -> None:
+    """On resume NNI's node manager sends the finished trials back to the tuner (IMPORT_DATA, and
+    ADD_CUSTOMIZED_TRIAL_JOB for recovered ones) before its first trial request. NAS's tuner channel knows
+    neither command: `TunerCommandChannel.receive` raises "Unknown command type", the listener thread dies,
+    the request is never seen, and the resumed search waits forever. Our strategies restore their history
+    from their own checkpoint, so the channel skips both commands."""
+    from nni.runtime.tuner_command_channel.channel import TunerCommandChannel
+    from nni.runtime.tuner_command_channel.command_type import CommandType
+
+    receive = TunerCommandChannel._receive
+    if getattr(receive, "_skips_resume_data", False):
+        return
+    skipped = (CommandType.ImportData, CommandType.AddCustomizedTrialJob)
+
+    def receive_skipping_resume_data(self):
+        while True:
+            command_type, data = receive(self)
+            if command_type not in skipped:
+                return command_type, data
+            log.debug("NNI channel: skipped %s on resume (strategies restore their own history)", command_type)
+
+    receive_skipping_resume_data._skips_resume_data = True  # type: ignore[attr-defined]
+    TunerCommandChannel._receive = receive_skipping_resume_data
 
 
 def load_json_without_comment_stripping() -> None:

@@ -15,17 +15,19 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.cli import FAST, read_trials, run_cli
+from tests.mlflow_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_TRIALS = 3
 
 
-def start_search(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+def start_search(tmp_path: Path, *overrides: str, own_session: bool = False) -> subprocess.Popen:
     args = [sys.executable, "-m", "mnas_nni", *FAST, "strategy=random", f"search.max_trials={MAX_TRIALS}",
             f"latency.cache_path={tmp_path / 'latency.sqlite'}", f"latency.lock_dir={tmp_path / 'locks'}",
             f"hydra.run.dir={tmp_path / 'run'}", *overrides]
     return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)},
+                            start_new_session=own_session)  # a terminal's Ctrl-C reaches the whole group
 
 
 def wait_for_trials(tmp_path: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -84,3 +86,20 @@ def test_sigint_between_trials_stops_after_the_recorded_trial(tmp_path):
     process = start_search(tmp_path, "tracking=mlflow", "tracking._target_=tests.signalling_tracker.SignallingTracker",
                            "+tracking.signal_after_trial=1", f"tracking.tracking_uri=sqlite:///{store}")
     assert_stopped_then_resumed(tmp_path, process, signal.SIGINT, store)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_local_training_service_search_and_resume_finishes_it(tmp_path):
+    """NNI's local training service: Ctrl-C reaches the node manager and the trial processes too (one process
+    group); none is left behind, and the resume does not wait for the trial the stop cut short."""
+    store = tmp_path / "mlflow.db"
+    local = ("search.execution=local", "train.epochs=2", "train.limit_train_batches=null")
+    process = start_search(tmp_path, "tracking=mlflow", f"tracking.tracking_uri=sqlite:///{store}", *local,
+                           f"search.port={free_port()}", own_session=True)
+    wait_for_trials(tmp_path, 1, process)
+    time.sleep(2.0)
+    os.killpg(process.pid, signal.SIGINT)
+    assert_stopped_then_resumed(tmp_path, process, signal.SIGINT, store, *local, f"search.port={free_port()}")
+    time.sleep(1.0)
+    leftover = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], f"processes of the stopped search are still running: {leftover}"
