@@ -217,20 +217,20 @@ def run_or_resume(experiment, port: int, resume: bool) -> None:
     search leaves there."""
     quiet_nni_console()
     if resume:
-        cancel_unfinished_trial_jobs(experiment)
+        forget_unfinished_trial_jobs(experiment)
         experiment.resume(port=port, wait_completion=True, debug=False)
     else:
         experiment.run(port=port, wait_completion=True, debug=False)
 
 
-def cancel_unfinished_trial_jobs(experiment) -> list[str]:
+def forget_unfinished_trial_jobs(experiment) -> list[str]:
     """On resume NNI's node manager re-submits every trial job its database still shows WAITING or RUNNING
     (`NNIManager.addRecoveredTrialJob`), but the Python engine of the resumed process has no model for that
-    job's parameter id: the job takes a concurrency slot that never frees and the search hangs. Those jobs
-    were cut short by the stop; our strategy runs their architectures again. Mark them USER_CANCELED in NNI's
-    database first, as NNI would have had it seen them end. Sequential execution has no such database."""
+    job's parameter id: the job takes a concurrency slot that never frees and the search hangs. It also counts
+    every job in its database against `max_trial_number`. Those jobs were cut short by the stop and are not
+    trials of the budget (our strategy runs their architectures again), so they are removed from NNI's
+    database before the resume. Sequential execution has no such database."""
     import sqlite3
-    import time
 
     db = Path(str(experiment.config.experiment_working_directory)) / experiment.id / "db" / "nni.sqlite"
     if not db.is_file():
@@ -240,12 +240,10 @@ def cancel_unfinished_trial_jobs(experiment) -> list[str]:
         for job, event in connection.execute("select trialJobId, event from TrialJobEvent order by rowid"):
             if job and event != "ADD_HYPERPARAMETER":  # NNI's replay: that event keeps the status
                 latest[job] = {"ADD_CUSTOMIZED": "WAITING", "USER_TO_CANCEL": "USER_CANCELED"}.get(event, event)
-        unfinished = [job for job, event in latest.items() if event in ("WAITING", "RUNNING")]
-        now = int(time.time() * 1000)
-        connection.executemany("insert into TrialJobEvent (timestamp, trialJobId, event, message) values (?,?,?,?)",
-                               [(now, job, "USER_CANCELED", "cut short by a stop; re-run on resume")
-                                for job in unfinished])
-    return unfinished
+        unfinished = [(job,) for job, event in latest.items() if event in ("WAITING", "RUNNING")]
+        connection.executemany("delete from TrialJobEvent where trialJobId = ?", unfinished)
+        connection.executemany("delete from MetricData where trialJobId = ?", unfinished)
+    return [job for (job,) in unfinished]
 
 
 def ignore_resume_data_commands() -> None:

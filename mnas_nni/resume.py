@@ -112,6 +112,9 @@ def _unmasked(original: Any, current: Any) -> Any:
     if isinstance(original, dict):
         current = current if isinstance(current, dict) else {}
         return {k: _unmasked(v, current.get(k)) for k, v in original.items()}
+    if isinstance(original, list):  # e.g. search.machines: a list of machines, each with its key file
+        current = current if isinstance(current, list) and len(current) == len(original) else [None] * len(original)
+        return [_unmasked(v, c) for v, c in zip(original, current)]
     return current if original == "***" else original
 
 

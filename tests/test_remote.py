@@ -182,3 +182,38 @@ def test_prepared_machine_runs_our_python_and_skips_nni_pip_upgrade(cluster: Clu
     ran = subprocess.run([shim, "-c", "import sys; print(sys.executable)"], check=True, capture_output=True, text=True,
                          timeout=30)
     assert ran.stdout.strip() == sys.executable
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_remote_search_and_resume_finishes_it(cluster: Cluster) -> None:
+    run_dir = cluster.root / "stopped"
+    settings = [*FAST_DEMO, "search.max_trials=3", "train.epochs=2", "train.limit_train_batches=null",
+                f"hydra.run.dir={run_dir}", "search.execution=remote", "search.concurrency=1",
+                f"search.machines=[{hydra_machine(cluster.machine())}]"]
+    proc = subprocess.Popen([sys.executable, "-m", "mnas_nni", *settings, f"search.port={free_port()}"], cwd=REPO,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "HOME": str(cluster.local_home),
+                                 "MPLCONFIGDIR": str(cluster.local_home / ".mpl")})
+    trial_log = run_dir / "trials.jsonl"
+    deadline = time.monotonic() + SEARCH_TIMEOUT_S
+    while not (trial_log.is_file() and trial_log.read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, "no trial was recorded in time"
+        time.sleep(0.2)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)  # to the main process only, as a process manager sends it
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the search did not stop within 120 s of SIGTERM")
+    assert proc.returncode == 143, err[-3000:]
+    assert f"search.resume={run_dir}" in err and "Traceback" not in err
+    time.sleep(2.0)
+    assert not _alive_trial_keepers(cluster.remote_home), "the stop left NNI's trial keeper running on the machine"
+
+    resumed = run_cli([*settings, f"search.port={free_port()}", f"search.resume={run_dir}"], cluster.local_home,
+                      SEARCH_TIMEOUT_S)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = [json.loads(line) for line in trial_log.read_text().splitlines()]
+    assert [r["trial"] for r in records] == [1, 2, 3] and all(r["status"] == "succeeded" for r in records)
+    assert len({json.dumps(r["arch"], sort_keys=True) for r in records}) == 3, "an architecture ran twice"

@@ -56,3 +56,16 @@ def test_four_searches_started_at_once_share_one_new_store(tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 4
     assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 8
+
+
+def test_a_secret_masked_inside_a_list_is_taken_from_the_resume_command(tmp_path):
+    from mnas_nni import resume
+
+    machine = {"host": "10.0.0.2", "ssh_key_file": "/home/me/.ssh/id_ed25519"}
+    config = {"search": {"max_trials": 4, "machines": [machine]}, "tracking": {}}
+    resume.write_config(tmp_path, {"search": {"max_trials": 4, "machines": [{**machine, "ssh_key_file": "***"}]},
+                                   "tracking": {}})
+    assert resume.resumed_config(tmp_path, config)["search"]["machines"] == [machine]
+    other = {"search": {"max_trials": 4, "machines": [{**machine, "host": "10.0.0.3"}]}, "tracking": {}}
+    with pytest.raises(resume.ResumeError, match="search.machines"):
+        resume.resumed_config(tmp_path, other)
