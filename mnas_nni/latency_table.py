@@ -72,7 +72,7 @@ def setup(cfg: DictConfig) -> Setup:
     return Setup(device, space, evaluator, path, int(resolved.get("seed", 0)))
 
 
-def build(s: Setup, models: int, progress: bool = True, repeats: int = 3) -> dict[str, Any]:
+def build(s: Setup, models: int, progress: bool = True, repeats: int = 5) -> dict[str, Any]:
     from evaluators.latency import build_table
 
     report = build_table(s.device, s.space, s.table_path, s.evaluator, calibration_models=models, seed=s.seed,
@@ -111,9 +111,9 @@ def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
                 bar.advance(task, len(batch))
     rows = []
     for arch in todo:
-        sum_ms, count = predictor.terms(arch)
-        rows.append({"arch_key": arch.key, "measured_ms": measured[arch.key], "sum_ms": sum_ms, "layers": count,
-                     "predicted_ms": predictor.calibrated(sum_ms, count)})
+        terms = predictor.terms(arch)
+        rows.append({"arch_key": arch.key, "measured_ms": measured[arch.key], "sum_ms": terms.sum_ms,
+                     "layers": terms.count, "predicted_ms": predictor.calibrated(terms)})
     calibrated = error_summary([r["predicted_ms"] / r["measured_ms"] - 1 for r in rows])
     plain = error_summary([r["sum_ms"] / r["measured_ms"] - 1 for r in rows])
     return {"n": len(rows), **calibrated, "uncalibrated": plain, "device": table.device, "runtime": table.runtime,
@@ -141,7 +141,9 @@ def show(s: Setup) -> None:
         print("  this config's space is not in the table: build it (python -m mnas_nni.latency_table build ...)")
     if table.fit:
         a, b, c = table.fit["coef"]
-        print(f"  calibration on {table.fit['n']} models: ms = {a:.4f} * sum + {1e3 * b:.2f} us * layers + {c:.4f}")
+        kinds = "".join(f" + {1e3 * (b + v):.2f} us * {k}" for k, v in (table.fit.get("kind_coef") or {}).items())
+        per_piece = f"{1e3 * b:.2f} us * layers" if not kinds else f"({1e3 * b:.2f} us per other piece){kinds}"
+        print(f"  calibration on {table.fit['n']} models: ms = {a:.4f} * sum + {per_piece} + {c:.4f}")
         print("  " + describe_errors("residuals", table.fit))
 
 
@@ -152,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Any KEY=VALUE argument is a Hydra override of the search's config.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="measure every distinct layer once, then calibrate on whole models")
-    p_build.add_argument("--models", type=int, default=40, help="whole models measured for the calibration")
-    p_build.add_argument("--repeats", type=int, default=3,
+    p_build.add_argument("--models", type=int, default=80, help="whole models measured for the calibration")
+    p_build.add_argument("--repeats", type=int, default=5,
                          help="measurements per layer and model; the lowest median is kept")
     p_eval = sub.add_parser("evaluate", help="measure N random architectures not used in calibration")
     p_eval.add_argument("n", type=int)

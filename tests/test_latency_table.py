@@ -67,7 +67,7 @@ def built(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("table")
     device = local_device()
     report = build_table(device, tiny_space(), tmp / "table.json", evaluator(device, tmp), calibration_models=5,
-                         progress=False, log=lambda _: None)
+                         repeats=2, progress=False, log=lambda _: None)
     assert report.layers == len(space_signatures(tiny_space(), RESOLUTION, CLASSES)) == report.layers_measured
     assert report.models_measured == 5
     return tmp / "table.json"
@@ -84,9 +84,9 @@ def test_build_measures_every_distinct_layer_once_and_calibrates(built):
     assert table.fit["n"] == 5 and len(table.fit["residuals"]) == 5
     predictor = LatencyPredictor(table, CLASSES)
     arch = random_arch(tiny_space(), random.Random(3))
-    sum_ms, count = predictor.terms(arch)
-    assert count == len(arch_signatures(arch, RESOLUTION, CLASSES))
-    assert predictor.predict(arch) == pytest.approx(predictor.calibrated(sum_ms, count)) and predictor.predict(arch) > 0
+    terms = predictor.terms(arch)
+    assert terms.count == len(arch_signatures(arch, RESOLUTION, CLASSES))
+    assert predictor.predict(arch) == pytest.approx(predictor.calibrated(terms)) and predictor.predict(arch) > 0
 
 
 def test_a_build_stopped_by_a_lost_device_resumes_where_it_stopped(tmp_path):

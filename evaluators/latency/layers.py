@@ -85,6 +85,18 @@ def arch_signatures(arch: ArchSpec, resolution: int, num_classes: int) -> list[s
     return signatures
 
 
+def piece_kind(signature: str) -> str:
+    """The calibration's grouping of a piece: stem, head, pool, add, or body-<op> (body-<op>-se with SE).
+
+    Each kind pays its own runtime overhead per isolated measurement (an SE body has more graph nodes than a
+    plain one), so the calibration fits one overhead per kind rather than one per piece."""
+    kind = signature.split("|", 1)[0]
+    if kind != "body":
+        return kind
+    fields = signature.split("|")
+    return f"body-{fields[1]}" + ("-se" if float(fields[4]) > 0 else "")
+
+
 def piece_of(signature: str) -> Piece:
     """Rebuild a piece from its signature alone (a missing layer is measured from what the table names)."""
     kind, *fields = signature.split("|")

@@ -81,13 +81,13 @@ class PredictedLatency:
         self.table.check_matches(resolution=resolution)
         num_classes = int(getattr(model, "num_classes", self.predictor.num_classes))
         try:
-            sum_ms, count = self.predictor.terms(arch, num_classes)
+            terms = self.predictor.terms(arch, num_classes)
         except MissingLayerError as err:
             if not self.verify:
                 raise
             self._measure_missing(err.signatures)
-            sum_ms, count = self.predictor.terms(arch, num_classes)
-        return PredictedResult(self.predictor.calibrated(sum_ms, count), sum_ms, count)
+            terms = self.predictor.terms(arch, num_classes)
+        return PredictedResult(self.predictor.calibrated(terms), terms.sum_ms, terms.count)
 
     def _measure_missing(self, signatures: list[str]) -> None:
         self._check_runtime()
@@ -122,9 +122,9 @@ class PredictedLatency:
         self._check_runtime()
         (measured,) = self.meter.measure([(model, (1, *tuple(input_shape)[1:]))])
         arch = model.arch  # type: ignore[attr-defined]
-        sum_ms, count = self.predictor.terms(arch, int(getattr(model, "num_classes", self.predictor.num_classes)))
+        terms = self.predictor.terms(arch, int(getattr(model, "num_classes", self.predictor.num_classes)))
         if arch_key not in self.table.calibration_keys():
-            self.table.add_model(arch_key, sum_ms, count, measured.median_ms, "verify")
+            self.table.add_model(arch_key, terms, measured.median_ms, "verify")
             self.predictor.refit()
             self.table.save()
         self.verified.append(arch_key)

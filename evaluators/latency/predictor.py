@@ -1,14 +1,15 @@
 """Latency predicted from the layer table: the sum of the pieces' latencies, corrected by a calibration.
 
 The sum of isolated layer latencies is not the model's latency: every inference pays a runtime overhead, each
-piece measured alone paid its own, and neighbouring layers share caches. The correction is linear in the sum
-and the number of pieces,
+piece measured alone paid its own (more for a piece of more graph nodes: an SE body, a head), and neighbouring
+layers share caches. The correction is linear in the sum and in the number of pieces of each kind,
 
-    predicted_ms = a * sum_ms + b * pieces + c,
+    predicted_ms = a * sum_ms + b * pieces + sum_k b_k * pieces_of_kind_k + c,
 
 fitted by least squares on relative error over a few dozen whole models measured on the same device
-(`build_table`), and refitted as a search measures more (`latency.mode=predict_verify`). Its residuals are kept
-in the table file, so `python -m mnas_nni.latency_table show` tells how far to trust it.
+(`build_table`), and refitted as a search measures more (`latency.mode=predict_verify`). With too few models
+for a term per kind, only ``b`` is fitted (one overhead for every piece). Its residuals are kept in the table
+file, so `python -m mnas_nni.latency_table show` tells how far to trust it.
 """
 
 from __future__ import annotations
@@ -34,12 +35,34 @@ from search_spaces.space import SpaceConfig
 from .device import LatencyDevice
 from .evaluator import LatencyEvaluator
 from .export import export_onnx
-from .layers import arch_signatures, piece_of, random_arch, space_description, space_hash, space_signatures
+from .layers import (
+    arch_signatures,
+    piece_kind,
+    piece_of,
+    random_arch,
+    space_description,
+    space_hash,
+    space_signatures,
+)
 from .lock import DEFAULT_LOCK_DIR, device_lock
 from .result import LatencyResult
 from .table import BUILD_HINT, LatencyTable, measure_layers, open_table
 
 LAYERS_PER_CALL = 16  # layers measured per device round trip (and per save of a build's progress)
+MODELS_PER_TERM = 3   # calibration models per fitted coefficient before the overhead is fitted per piece kind
+KIND_MIN_MODELS = 5   # a piece kind gets its own overhead term once this many calibration models contain it
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What the calibration reads off an architecture: its pieces' summed latency and its pieces per kind."""
+
+    sum_ms: float
+    kinds: dict[str, int]
+
+    @property
+    def count(self) -> int:
+        return sum(self.kinds.values())
 
 
 class MissingLayerError(ConfigError):
@@ -51,21 +74,38 @@ class MissingLayerError(ConfigError):
 
 
 def fit_calibration(models: list[dict[str, Any]]) -> dict[str, Any]:
-    """Least squares on relative error: minimise sum ((a*s + b*n + c) / m - 1)^2 over the measured models."""
+    """Least squares on relative error: minimise sum (predicted / measured - 1)^2 over the measured models.
+
+    Terms: the sum, the piece count, a count per piece kind that enough models contain (only when every model
+    records its kinds and there are MODELS_PER_TERM models per coefficient), and a constant. The kind counts
+    add up to the piece count; least squares' minimum-norm solution shares the overhead between them, and a
+    kind without a term of its own takes the common ``b``."""
     if not models:
         raise ConfigError("calibration needs at least one whole model measured on the device")
     s = np.array([m["sum_ms"] for m in models], dtype=float)
     n = np.array([m["count"] for m in models], dtype=float)
     measured = np.array([m["measured_ms"] for m in models], dtype=float)
+    kinds: list[str] = []
+    if all("kinds" in m for m in models):
+        present: dict[str, int] = {}
+        for m in models:
+            for kind, count in m["kinds"].items():
+                present[kind] = present.get(kind, 0) + (count > 0)
+        kinds = sorted(k for k, seen in present.items() if seen >= KIND_MIN_MODELS)
+        if len(models) < MODELS_PER_TERM * (3 + len(kinds)):
+            kinds = []
+    kind_columns = [np.array([m["kinds"].get(k, 0) for m in models], dtype=float) for k in kinds]
     if len(models) >= 4:
-        design = np.stack([s, n, np.ones_like(s)], axis=1) / measured[:, None]
-        coef, *_ = np.linalg.lstsq(design, np.ones_like(s), rcond=None)
+        design = np.stack([s, n, *kind_columns, np.ones_like(s)], axis=1) / measured[:, None]
+        solution, *_ = np.linalg.lstsq(design, np.ones_like(s), rcond=None)
+        coef, kind_coef = np.array([solution[0], solution[1], solution[-1]]), solution[2:-1]
     else:  # too few points for three terms: a plain scale
-        coef = np.array([float(np.median(measured / s)), 0.0, 0.0])
-    predicted = coef[0] * s + coef[1] * n + coef[2]
+        coef, kind_coef = np.array([float(np.median(measured / s)), 0.0, 0.0]), np.zeros(0)
+    predicted = coef[0] * s + coef[1] * n + coef[2] + sum((c * col for c, col in zip(kind_coef, kind_columns)),
+                                                          np.zeros_like(s))
     residuals = predicted / measured - 1.0
-    return {"coef": [float(c) for c in coef], "n": len(models), "residuals": [float(r) for r in residuals],
-            **error_summary(residuals)}
+    return {"coef": [float(c) for c in coef], "kind_coef": {k: float(c) for k, c in zip(kinds, kind_coef)},
+            "n": len(models), "residuals": [float(r) for r in residuals], **error_summary(residuals)}
 
 
 def error_summary(relative_errors: Any) -> dict[str, float]:
@@ -77,20 +117,24 @@ def error_summary(relative_errors: Any) -> dict[str, float]:
             "within_10pct": float(np.mean(err <= 0.10)), "worst_abs_error": float(err.max())}
 
 
-def table_terms(table: LatencyTable, signatures: list[str]) -> tuple[float, int]:
-    layers = table.layers
+def table_terms(table: LatencyTable, signatures: list[str]) -> Terms:
+    layers, kinds, total = table.layers, {}, 0.0
     try:
-        return sum(layers[s] for s in signatures), len(signatures)
+        for signature in signatures:
+            total += layers[signature]
+            kind = piece_kind(signature)
+            kinds[kind] = kinds.get(kind, 0) + 1
     except KeyError:
         missing = [s for s in signatures if s not in layers]
         raise MissingLayerError(
             f"latency table {table.path} lacks {len(missing)} layer(s) of this architecture (e.g. {missing[0]}); "
             f"rebuild it for this search space: {BUILD_HINT}, or use latency.mode=predict_verify to measure "
             "missing layers on demand", missing) from None
+    return Terms(total, kinds)
 
 
 class LatencyPredictor:
-    """predict(arch) -> ms from the table: string lookups and three multiplications, no ONNX or torch work."""
+    """predict(arch) -> ms from the table: string lookups and a few multiplications, no ONNX or torch work."""
 
     def __init__(self, table: LatencyTable, num_classes: int):
         if table.fit is None or not any(space.get("complete") for space in table.spaces.values()):
@@ -98,28 +142,33 @@ class LatencyPredictor:
                               f"calibration yet): run the build again to finish it: {BUILD_HINT}")
         self.table, self.num_classes = table, int(num_classes)
         self.layers = table.layers
-        self.coef = tuple(table.fit["coef"])
+        self._use_fit(table.fit)
+
+    def _use_fit(self, fit: dict[str, Any]) -> None:
+        self.coef = tuple(fit["coef"])
+        self.kind_coef: dict[str, float] = dict(fit.get("kind_coef") or {})
 
     def signatures(self, arch: ArchSpec, num_classes: int | None = None) -> list[str]:
         return arch_signatures(arch, self.table.resolution, num_classes or self.num_classes)
 
-    def terms(self, arch: ArchSpec, num_classes: int | None = None) -> tuple[float, int]:
-        """(sum of the pieces' latencies, number of pieces); MissingLayerError names any piece not in the table."""
+    def terms(self, arch: ArchSpec, num_classes: int | None = None) -> Terms:
+        """The pieces' summed latency and kinds; MissingLayerError names any piece not in the table."""
         return table_terms(self.table, self.signatures(arch, num_classes))
 
-    def calibrated(self, sum_ms: float, count: int) -> float:
+    def calibrated(self, terms: Terms) -> float:
         a, b, c = self.coef
-        return a * sum_ms + b * count + c
+        kind_coef = self.kind_coef
+        return a * terms.sum_ms + b * terms.count + c + sum(kind_coef.get(k, 0.0) * n for k, n in terms.kinds.items())
 
     def predict(self, arch: ArchSpec, num_classes: int | None = None) -> float:
-        return self.calibrated(*self.terms(arch, num_classes))
+        return self.calibrated(self.terms(arch, num_classes))
 
     def uncalibrated(self, arch: ArchSpec, num_classes: int | None = None) -> float:
-        return self.terms(arch, num_classes)[0]
+        return self.terms(arch, num_classes).sum_ms
 
     def refit(self) -> None:
         self.table.fit = fit_calibration(self.table.models)
-        self.coef = tuple(self.table.fit["coef"])
+        self._use_fit(self.table.fit)
 
 
 class Meter:
@@ -188,9 +237,9 @@ class BuildReport:
 
 
 def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, evaluator: LatencyEvaluator,
-                calibration_models: int = 40, seed: int = 0, progress: bool = True,
+                calibration_models: int = 80, seed: int = 0, progress: bool = True,
                 log: Callable[[str], None] = print, layers_per_call: int = LAYERS_PER_CALL,
-                repeats: int = 3) -> BuildReport:
+                repeats: int = 5) -> BuildReport:
     """Measure every distinct layer of ``config`` at its resolution once, then calibrate on whole models.
 
     ``evaluator`` gives the lock directory and interval log. Layers and whole models are measured alike (see
@@ -248,8 +297,8 @@ def calibrate(table: LatencyTable, config: SpaceConfig, meter: Meter, n: int, se
                     batch = todo[start:start + per_call]
                     measured = meter.models(batch, config.num_classes, config.resolution)
                     for arch, ms in zip(batch, measured):
-                        sum_ms, count = table_terms(table, arch_signatures(arch, config.resolution, config.num_classes))
-                        table.add_model(arch.key, sum_ms, count, ms, "build", passes=pass_index + 1)
+                        terms = table_terms(table, arch_signatures(arch, config.resolution, config.num_classes))
+                        table.add_model(arch.key, terms, ms, "build", passes=pass_index + 1)
                         done_passes[arch.key] = pass_index + 1
                     bar.advance(task, len(batch))
                     table.save()

@@ -4,7 +4,8 @@
      "description": {...device.describe()...}, "repeats": 3,
      "layers": {signature: median_ms, ...},                 # every piece measured once (see layers.py)
      "spaces": {space_hash: {"space": {...}, "layers": n, "complete": true, "seconds": s}},
-     "calibration": {"models": [{"arch_key", "sum_ms", "count", "measured_ms", "origin"}], "fit": {...}}}
+     "calibration": {"models": [{"arch_key", "sum_ms", "count", "kinds", "measured_ms", "origin"}],
+                     "fit": {"coef": [a, b, c], "kind_coef": {kind: b_k}, "residuals": [...], ...}}}
 
 The file is rewritten atomically (write a temporary file, then rename) every few layers, so a killed build,
 or a device lost half way, leaves a valid table holding what was measured; the same build command continues
@@ -103,16 +104,16 @@ class LatencyTable:
     def calibration_keys(self) -> set[str]:
         return {m["arch_key"] for m in self.models}
 
-    def add_model(self, arch_key: str, sum_ms: float, count: int, measured_ms: float, origin: str,
-                  passes: int = 1) -> None:
-        """A whole model measured on the device; measured again (another pass), it keeps the lowest median."""
+    def add_model(self, arch_key: str, terms: Any, measured_ms: float, origin: str, passes: int = 1) -> None:
+        """A whole model measured on the device, with its `Terms` (summed layers, pieces per kind); measured
+        again (another pass), it keeps the lowest median."""
+        record = {"sum_ms": float(terms.sum_ms), "count": int(terms.count), "kinds": dict(terms.kinds)}
         for model in self.models:
             if model["arch_key"] == arch_key:
-                model.update(measured_ms=min(model["measured_ms"], float(measured_ms)), passes=passes,
-                             sum_ms=float(sum_ms))
+                model.update(record, measured_ms=min(model["measured_ms"], float(measured_ms)), passes=passes)
                 return
-        self.models.append({"arch_key": arch_key, "sum_ms": float(sum_ms), "count": int(count),
-                            "measured_ms": float(measured_ms), "origin": origin, "passes": passes})
+        self.models.append({"arch_key": arch_key, **record, "measured_ms": float(measured_ms), "origin": origin,
+                            "passes": passes})
 
 
 def open_table(path: str | Path, device: str, runtime: str, resolution: int,
