@@ -15,6 +15,7 @@ from torch import nn
 
 from evaluators.latency import LatencyEvaluator, LocalDevice, SshDevice, export_onnx
 from mnas_core.errors import DeviceError
+from mnas_core.ssh import SshSession
 
 SHAPE = (1, 3, 64, 64)
 
@@ -56,6 +57,26 @@ def test_ssh_measures_like_local(sshd_server: SshdServer, tmp_path: Path, model_
     print(f"\nssh {ssh_ms:.4f} ms, local {local_ms:.4f} ms, ratio {ssh_ms / local_ms:.3f}")
     assert 0.5 < ssh_ms / local_ms < 2.0
     assert not [p for p in (tmp_path / "remote").iterdir() if p.suffix == ".onnx"], "remote model removed"
+
+
+def test_a_batch_is_measured_in_one_session_in_order_and_cleaned_up(
+    sshd_server: SshdServer, tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    import evaluators.latency.ssh as ssh_module
+
+    sessions = []
+
+    def counted_session(target: object) -> SshSession:  # the real session, counted
+        sessions.append(target)
+        return SshSession(target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssh_module, "SshSession", counted_session)
+    small = export_onnx(nn.Sequential(nn.Conv2d(3, 4, 1)), SHAPE, tmp_path / "small.onnx")
+    device = ssh_device(sshd_server, tmp_path, runs=10, warmup=2)
+    results = device.measure_many([(model_file, SHAPE), (small, SHAPE), (model_file, SHAPE)])
+    assert len(sessions) == 1 and len(results) == 3
+    assert results[1].median_ms < results[0].median_ms and results[1].median_ms < results[2].median_ms
+    assert not [p for p in (tmp_path / "remote").iterdir() if p.suffix in (".onnx", ".json")], "batch removed"
 
 
 def test_evaluator_over_ssh_caches_by_ssh_name(sshd_server: SshdServer, tmp_path: Path) -> None:  # noqa: F811

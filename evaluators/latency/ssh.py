@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import logging
 import posixpath
 import uuid
@@ -113,14 +114,44 @@ class SshDevice(LatencyDevice):
 
         return summarize(self._with_retries(upload_and_run)["samples_ms"])
 
+    def measure_many(self, items: Sequence[tuple[str | Path, Sequence[int]]]) -> list[LatencyResult]:
+        """One SSH session and one runner start for the whole batch (a layer table's layers): uploading them
+        all, then `ort_runner.py --batch`, instead of a session and a Python start-up per layer."""
+        paths = [Path(p) for p, _ in items]
+        for path in paths:
+            if not path.is_file():
+                raise DeviceError(f"{self.name}: model file {path} does not exist; export it first with export_onnx")
+        shapes = [[int(d) for d in shape_arg(shape).split(",")] for _, shape in items]
+
+        def upload_and_run(session: SshSession) -> dict[str, Any]:
+            self._ensure_runner(session)  # also creates remote_dir
+            stem = uuid.uuid4().hex[:8]
+            remote = [posixpath.join(self.remote_dir, f"{stem}-{i}-{p.name}") for i, p in enumerate(paths)]
+            listing = posixpath.join(self.remote_dir, f"{stem}-batch.json")
+            uploaded: list[str] = []
+            try:
+                for path, target in zip(paths, remote):
+                    session.upload(path, target)
+                    uploaded.append(target)
+                session.upload(json.dumps([[r, s] for r, s in zip(remote, shapes)]).encode(), listing)
+                uploaded.append(listing)
+                return self._run_runner(session, ["--batch", listing, "--warmup", str(self.warmup),
+                                                  "--runs", str(self.runs)], deadline_s=self.timeout_s * len(paths))
+            finally:
+                for target in uploaded:
+                    session.remove(target)
+
+        return [summarize(samples) for samples in self._with_retries(upload_and_run)["batch_samples_ms"]]
+
     # --- remote runner ----------------------------------------------------------------------------------
 
-    def _run_runner(self, session: SshSession, args: list[str]) -> dict[str, Any]:
+    def _run_runner(self, session: SshSession, args: list[str], deadline_s: float | None = None) -> dict[str, Any]:
         runner = self._ensure_runner(session)
-        argv = [self.python, runner, "--threads", str(self.threads), "--deadline-s", f"{self.timeout_s:g}", *args]
+        deadline_s = deadline_s or self.timeout_s
+        argv = [self.python, runner, "--threads", str(self.threads), "--deadline-s", f"{deadline_s:g}", *args]
         if self.cores:
             argv += ["--cores", ",".join(map(str, self.cores))]
-        status, stdout, stderr = session.exec(argv, self.timeout_s + 10)
+        status, stdout, stderr = session.exec(argv, deadline_s + 10)
         if status == 0:
             return parse_runner_output(stdout, self.name)
         if status == 127:
