@@ -2,6 +2,7 @@
 
     flock /tmp/mnas-heavy.lock python -m bench.supernet                      # 40 archs x 2 seeds, 4 proxy epochs
     flock /tmp/mnas-heavy.lock python -m bench.supernet --proxy-epochs 1     # a cheaper ground truth
+    taskset -c 0 python -m bench.supernet --standalone-only                  # the ground truth alone, on one core
 
 One supernet is trained (`evaluators.supernet_train.train_supernet`, `--supernet-epochs`), then `--archs` random
 architectures of the space are scored twice: by the supernet (inherited weights, BN recalibrated, validation
@@ -76,6 +77,37 @@ def image_passes(train_images: int, *, proxy_epochs: int, trials: int, supernet_
     return {"multi_trial": multi_trial, "supernet_search": supernet, "ratio": multi_trial / supernet}
 
 
+def sample_archs(config: Any, n: int) -> list[Any]:
+    """The bench's architectures: uniform paths of the space, the same every run (seed 0)."""
+    from search_spaces.supernet import Supernet
+
+    rng, supernet = random.Random(0), Supernet(config)
+    return [supernet.sample(rng) for _ in range(n)]
+
+
+def standalone_truth(archs: list[Any], path: Path, seeds: int, datamodule: Any,
+                     train: dict[str, Any]) -> dict[str, Any]:
+    """Stand-alone proxy accuracy of every architecture for every seed, cached in ``path`` (one JSON line each)."""
+    import torch
+
+    from evaluators.accuracy import train_proxy
+    from search_spaces.builder import build_model
+
+    standalone = cached(path)
+    for index, arch in enumerate(archs):
+        for seed in range(seeds):
+            key = f"{arch.key}#seed{seed}"
+            if key in standalone:
+                continue
+            torch.manual_seed(seed)
+            result = train_proxy(build_model(arch, num_classes=10), datamodule, seed=seed, **train)
+            standalone[key] = {"id": key, "accuracy": result.accuracy, "seconds": result.seconds}
+            append(path, standalone[key])
+            print(f"  stand-alone {index + 1}/{len(archs)} seed {seed}: {result.accuracy:.4f} "
+                  f"({result.seconds:.0f} s)", flush=True)
+    return standalone
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", type=int, default=40)
@@ -83,6 +115,8 @@ def main() -> None:
     parser.add_argument("--proxy-epochs", type=int, default=None, help="default: conf/train/default.yaml")
     parser.add_argument("--supernet-epochs", type=int, default=30)
     parser.add_argument("--sampling", default="uniform", choices=["uniform", "sandwich"])
+    parser.add_argument("--standalone-only", action="store_true",
+                        help="only train the stand-alone ground truth (cached; another core can train the supernet)")
     parser.add_argument("--calibration-batches", type=int, default=5)
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_supernet")
@@ -93,10 +127,8 @@ def main() -> None:
 
     import torch
 
-    from evaluators.accuracy import train_proxy
     from evaluators.data import DigitsDataModule
     from evaluators.supernet_train import score_path, train_supernet
-    from search_spaces.builder import build_model
     from search_spaces.space import SpaceConfig
 
     config = SpaceConfig(width_mult=0.5, num_classes=10, resolution=32)  # conf/config.yaml's demo space
@@ -108,6 +140,10 @@ def main() -> None:
         args.out = args.out / "quick"
     out = args.out / f"e{args.supernet_epochs}-{args.sampling}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.standalone_only:
+        standalone_truth(sample_archs(config, args.archs), args.out / f"standalone-e{train['epochs']}.jsonl",
+                         args.seeds, datamodule, train)
+        return
     started = time.perf_counter()
     supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
                               sampling=args.sampling, seed=0,
@@ -116,10 +152,9 @@ def main() -> None:
     print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}) in {supernet_info['train_seconds']:.0f} s, "
           f"{supernet_info['images_seen']} training-image passes (this run: {time.perf_counter() - started:.0f} s)")
 
-    rng = random.Random(0)
-    archs = [supernet.sample(rng) for _ in range(args.archs)]
+    archs = sample_archs(config, args.archs)
     scores_path, standalone_path = out / "supernet_scores.jsonl", args.out / f"standalone-e{train['epochs']}.jsonl"
-    scores, standalone = cached(scores_path), cached(standalone_path)
+    scores = cached(scores_path)
     score_seconds = []
     for arch in archs:
         if arch.key not in scores:
@@ -128,19 +163,7 @@ def main() -> None:
             scores[arch.key] = {"id": arch.key, "accuracy": accuracy, "seconds": time.perf_counter() - t0}
             append(scores_path, scores[arch.key])
         score_seconds.append(scores[arch.key]["seconds"])
-    proxy_seconds = []
-    for index, arch in enumerate(archs):
-        for seed in range(args.seeds):
-            key = f"{arch.key}#seed{seed}"
-            if key in standalone:
-                continue
-            torch.manual_seed(seed)
-            result = train_proxy(build_model(arch, num_classes=10), datamodule, seed=seed, **train)
-            standalone[key] = {"id": key, "accuracy": result.accuracy, "seconds": result.seconds}
-            append(standalone_path, standalone[key])
-            proxy_seconds.append(result.seconds)
-            print(f"  stand-alone {index + 1}/{len(archs)} seed {seed}: {result.accuracy:.4f} "
-                  f"(supernet {scores[arch.key]['accuracy']:.4f}, {result.seconds:.0f} s)", flush=True)
+    standalone = standalone_truth(archs, standalone_path, args.seeds, datamodule, train)
     supernet_acc = [scores[a.key]["accuracy"] for a in archs]
     accs = [[standalone[f"{a.key}#seed{s}"]["accuracy"] for s in range(args.seeds)] for a in archs]
     figures = taus(supernet_acc, accs, args.top)
