@@ -78,11 +78,11 @@ def image_passes(train_images: int, *, proxy_epochs: int, trials: int, supernet_
 
 
 def sample_archs(config: Any, n: int) -> list[Any]:
-    """The bench's architectures: uniform paths of the space, the same every run (seed 0)."""
-    from search_spaces.supernet import Supernet
+    """The bench's architectures: uniform ones of the space, the same every run (seed 0)."""
+    from evaluators.latency.layers import random_arch
 
-    rng, supernet = random.Random(0), Supernet(config)
-    return [supernet.sample(rng) for _ in range(n)]
+    rng = random.Random(0)
+    return [random_arch(config, rng) for _ in range(n)]
 
 
 def standalone_truth(archs: list[Any], path: Path, seeds: int, datamodule: Any,

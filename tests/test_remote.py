@@ -202,7 +202,7 @@ def test_sigterm_stops_a_remote_search_and_resume_finishes_it(cluster: Cluster) 
     time.sleep(2.0)
     proc.send_signal(signal.SIGTERM)  # to the main process only, as a process manager sends it
     try:
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("the search did not stop within 120 s of SIGTERM")

@@ -74,6 +74,16 @@ def last_line(text: str) -> str:
     return lines[-1][:300] if lines else "<no output>"
 
 
+def batch_listing(device_name: str, items: Sequence[tuple[str | Path, Sequence[int]]]) -> list[list[Any]]:
+    """`ort_runner.py --batch`'s listing, [[model path, [dims]], ...], after checking every model file exists."""
+    listing = []
+    for onnx_path, input_shape in items:
+        if not Path(onnx_path).is_file():
+            raise DeviceError(f"{device_name}: model file {onnx_path} does not exist; export it first with export_onnx")
+        listing.append([str(onnx_path), [int(d) for d in shape_arg(input_shape).split(",")]])
+    return listing
+
+
 def shape_arg(input_shape: Sequence[int]) -> str:
     dims = [int(d) for d in input_shape]
     if not dims or any(d <= 0 for d in dims):

@@ -18,7 +18,7 @@ from typing import Any
 from mnas_core.errors import ConfigError, DeviceError, DeviceTimeoutError
 
 from . import ort_runner
-from .device import LatencyDevice, last_line, parse_runner_output, shape_arg
+from .device import LatencyDevice, batch_listing, last_line, parse_runner_output, shape_arg
 from .result import LatencyResult, summarize
 
 RUNNER_PATH = Path(ort_runner.__file__)
@@ -68,11 +68,7 @@ class LocalDevice(LatencyDevice):
 
     def measure_many(self, items: Sequence[tuple[str | Path, Sequence[int]]]) -> list[LatencyResult]:
         """One runner process for all of them: its start-up (Python, onnxruntime) is paid once, not per layer."""
-        batch = []
-        for onnx_path, input_shape in items:
-            if not Path(onnx_path).is_file():
-                raise DeviceError(f"{self.name}: model file {onnx_path} does not exist; export it first with export_onnx")
-            batch.append([str(onnx_path), [int(d) for d in shape_arg(input_shape).split(",")]])
+        batch = batch_listing(self.name, items)
         fd, batch_file = tempfile.mkstemp(prefix="mnas-batch-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

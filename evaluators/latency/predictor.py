@@ -46,23 +46,11 @@ from .layers import (
 )
 from .lock import DEFAULT_LOCK_DIR, device_lock
 from .result import LatencyResult
-from .table import BUILD_HINT, LatencyTable, measure_layers, open_table
+from .table import BUILD_HINT, LatencyTable, Terms, measure_layers, open_table
 
 LAYERS_PER_CALL = 16  # layers measured per device round trip (and per save of a build's progress)
 MODELS_PER_TERM = 3   # calibration models per fitted coefficient before the overhead is fitted per piece kind
 KIND_MIN_MODELS = 5   # a piece kind gets its own overhead term once this many calibration models contain it
-
-
-@dataclass(frozen=True)
-class Terms:
-    """What the calibration reads off an architecture: its pieces' summed latency and its pieces per kind."""
-
-    sum_ms: float
-    kinds: dict[str, int]
-
-    @property
-    def count(self) -> int:
-        return sum(self.kinds.values())
 
 
 class MissingLayerError(ConfigError):
@@ -95,14 +83,14 @@ def fit_calibration(models: list[dict[str, Any]]) -> dict[str, Any]:
         if len(models) < MODELS_PER_TERM * (3 + len(kinds)):
             kinds = []
     kind_columns = [np.array([m["kinds"].get(k, 0) for m in models], dtype=float) for k in kinds]
+    columns = np.stack([s, n, *kind_columns, np.ones_like(s)], axis=1)
     if len(models) >= 4:
-        design = np.stack([s, n, *kind_columns, np.ones_like(s)], axis=1) / measured[:, None]
-        solution, *_ = np.linalg.lstsq(design, np.ones_like(s), rcond=None)
-        coef, kind_coef = np.array([solution[0], solution[1], solution[-1]]), solution[2:-1]
-    else:  # too few points for three terms: a plain scale
-        coef, kind_coef = np.array([float(np.median(measured / s)), 0.0, 0.0]), np.zeros(0)
-    predicted = coef[0] * s + coef[1] * n + coef[2] + sum((c * col for c, col in zip(kind_coef, kind_columns)),
-                                                          np.zeros_like(s))
+        solution, *_ = np.linalg.lstsq(columns / measured[:, None], np.ones_like(s), rcond=None)
+    else:  # too few points for three terms: a plain scale (kinds is empty here)
+        solution = np.zeros(columns.shape[1])
+        solution[0] = float(np.median(measured / s))
+    coef, kind_coef = (solution[0], solution[1], solution[-1]), solution[2:-1]
+    predicted = columns @ solution
     residuals = predicted / measured - 1.0
     return {"coef": [float(c) for c in coef], "kind_coef": {k: float(c) for k, c in zip(kinds, kind_coef)},
             "n": len(models), "residuals": [float(r) for r in residuals], **error_summary(residuals)}

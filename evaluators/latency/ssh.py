@@ -22,7 +22,7 @@ from mnas_core.errors import ConfigError, DeviceError, DeviceTimeoutError
 from mnas_core.retry import retry
 from mnas_core.ssh import SshSession, SshTarget, SshTransientError
 
-from .device import LatencyDevice, last_line, parse_runner_output, shape_arg
+from .device import LatencyDevice, batch_listing, last_line, parse_runner_output, shape_arg
 from .local import RUNNER_PATH
 from .result import LatencyResult, summarize
 
@@ -117,25 +117,22 @@ class SshDevice(LatencyDevice):
     def measure_many(self, items: Sequence[tuple[str | Path, Sequence[int]]]) -> list[LatencyResult]:
         """One SSH session and one runner start for the whole batch (a layer table's layers): uploading them
         all, then `ort_runner.py --batch`, instead of a session and a Python start-up per layer."""
-        paths = [Path(p) for p, _ in items]
-        for path in paths:
-            if not path.is_file():
-                raise DeviceError(f"{self.name}: model file {path} does not exist; export it first with export_onnx")
-        shapes = [[int(d) for d in shape_arg(shape).split(",")] for _, shape in items]
+        listing = batch_listing(self.name, items)
+        paths, shapes = [Path(p) for p, _ in listing], [shape for _, shape in listing]
 
         def upload_and_run(session: SshSession) -> dict[str, Any]:
             self._ensure_runner(session)  # also creates remote_dir
             stem = uuid.uuid4().hex[:8]
             remote = [posixpath.join(self.remote_dir, f"{stem}-{i}-{p.name}") for i, p in enumerate(paths)]
-            listing = posixpath.join(self.remote_dir, f"{stem}-batch.json")
+            remote_listing = posixpath.join(self.remote_dir, f"{stem}-batch.json")
             uploaded: list[str] = []
             try:
                 for path, target in zip(paths, remote):
                     session.upload(path, target)
                     uploaded.append(target)
-                session.upload(json.dumps([[r, s] for r, s in zip(remote, shapes)]).encode(), listing)
-                uploaded.append(listing)
-                return self._run_runner(session, ["--batch", listing, "--warmup", str(self.warmup),
+                session.upload(json.dumps([[r, s] for r, s in zip(remote, shapes)]).encode(), remote_listing)
+                uploaded.append(remote_listing)
+                return self._run_runner(session, ["--batch", remote_listing, "--warmup", str(self.warmup),
                                                   "--runs", str(self.runs)], deadline_s=self.timeout_s * len(paths))
             finally:
                 for target in uploaded:

@@ -20,6 +20,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,18 @@ BUILD_HINT = "python -m mnas_nni.latency_table build (with the search's device/s
 def default_table_path(device_name: str, resolution: int, table_dir: str | Path = DEFAULT_TABLE_DIR) -> Path:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", device_name)[:80]
     return Path(table_dir).expanduser() / f"{readable}-{int(resolution)}px.json"
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What the calibration reads off an architecture: its pieces' summed latency and its pieces per kind."""
+
+    sum_ms: float
+    kinds: dict[str, int]
+
+    @property
+    def count(self) -> int:
+        return sum(self.kinds.values())
 
 
 class LatencyTable:
@@ -104,7 +117,7 @@ class LatencyTable:
     def calibration_keys(self) -> set[str]:
         return {m["arch_key"] for m in self.models}
 
-    def add_model(self, arch_key: str, terms: Any, measured_ms: float, origin: str, passes: int = 1) -> None:
+    def add_model(self, arch_key: str, terms: Terms, measured_ms: float, origin: str, passes: int = 1) -> None:
         """A whole model measured on the device, with its `Terms` (summed layers, pieces per kind); measured
         again (another pass), it keeps the lowest median."""
         record = {"sum_ms": float(terms.sum_ms), "count": int(terms.count), "kinds": dict(terms.kinds)}
