@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", type=int, default=200, help="architectures measured for the error figures")
-    p.add_argument("--models", type=int, default=80, help="whole models measured for the calibration")
+    p.add_argument("--models", type=int, default=160, help="whole models measured for the calibration")
     p.add_argument("--predictions", type=int, default=10000, help="predictions timed for the cost figure")
     p.add_argument("--repeats", type=int, default=5, help="measurements per layer/model (the lowest median kept)")
     p.add_argument("--ssh", action="store_true", help="measure through device=ssh against a real local sshd")

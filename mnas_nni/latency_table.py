@@ -143,7 +143,9 @@ def show(s: Setup) -> None:
         a, b, c = table.fit["coef"]
         kinds = "".join(f" + {1e3 * (b + v):.2f} us * {k}" for k, v in (table.fit.get("kind_coef") or {}).items())
         per_piece = f"{1e3 * b:.2f} us * layers" if not kinds else f"({1e3 * b:.2f} us per other piece){kinds}"
-        print(f"  calibration on {table.fit['n']} models: ms = {a:.4f} * sum + {per_piece} + {c:.4f}")
+        w = table.fit.get("weight_coef") or 0.0
+        weights = f" + {w:.4f} * million parameters" if w else ""
+        print(f"  calibration on {table.fit['n']} models: ms = {a:.4f} * sum + {per_piece}{weights} + {c:.4f}")
         print("  " + describe_errors("residuals", table.fit))
 
 
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Any KEY=VALUE argument is a Hydra override of the search's config.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="measure every distinct layer once, then calibrate on whole models")
-    p_build.add_argument("--models", type=int, default=80, help="whole models measured for the calibration")
+    p_build.add_argument("--models", type=int, default=160, help="whole models measured for the calibration")
     p_build.add_argument("--repeats", type=int, default=5,
                          help="measurements per layer and model; the lowest median is kept")
     p_eval = sub.add_parser("evaluate", help="measure N random architectures not used in calibration")

@@ -1,4 +1,5 @@
-"""The calibration's fit alone (no device): an overhead per piece kind, and when it falls back to one overhead."""
+"""The calibration's fit alone (no device): an overhead per piece kind, a cost per weight, and when it falls
+back to fewer terms."""
 
 from __future__ import annotations
 
@@ -42,3 +43,16 @@ def test_enough_models_fit_an_overhead_per_kind_and_predict_new_models_exactly()
 def test_too_few_models_for_a_term_per_kind_fit_one_overhead():
     assert fit_calibration(models(10).models)["kind_coef"] == {}  # 8 terms need 24 models
     assert fit_calibration(models(3).models)["coef"][1:] == [0.0, 0.0]  # a plain scale
+
+
+def test_a_cost_per_weight_is_fitted_when_every_model_records_its_weights():
+    """In the whole network each layer's weights stream through the cache again; measured alone they stayed."""
+    rng, table = random.Random(2), LatencyTable("unused.json", "dev", "rt", 32)
+    for i in range(40):
+        kinds = {"stem": 1, "head": 1, "body-mbconv": rng.randint(2, 12)}
+        terms = Terms(0.05 * sum(kinds.values()) + rng.uniform(0.1, 0.3), kinds, rng.randint(200_000, 3_000_000))
+        table.add_model(f"arch{i}", terms, measured_like_a_runtime(terms) + 0.04 * terms.weights / 1e6, "build")
+    fit = fit_calibration(table.models)
+    assert fit["weight_coef"] == pytest.approx(0.04, rel=1e-6) and fit["worst_abs_error"] < 1e-9
+    without = fit_calibration([{k: v for k, v in m.items() if k != "weights"} for m in table.models])
+    assert without["weight_coef"] == 0.0 and without["worst_abs_error"] > 0.01  # old tables: no such term

@@ -86,6 +86,9 @@ def test_build_measures_every_distinct_layer_once_and_calibrates(built):
     arch = random_arch(tiny_space(), random.Random(3))
     terms = predictor.terms(arch)
     assert terms.count == len(arch_signatures(arch, RESOLUTION, CLASSES))
+    # every piece's parameter count is recorded: an architecture's add up to the stand-alone model's
+    assert set(table.weights) == set(table.layers) and all(table.weights[s] == 0 for s in signatures if s.startswith("add"))
+    assert terms.weights == sum(p.numel() for p in build_model(arch, CLASSES).parameters())
     assert predictor.predict(arch) == pytest.approx(predictor.calibrated(terms)) and predictor.predict(arch) > 0
 
 
@@ -142,7 +145,7 @@ def test_predict_refuses_a_missing_layer_and_predict_verify_measures_it(built, t
     verify = latency_for_mode("predict_verify", evaluator(device, tmp_path), RESOLUTION, CLASSES, table=path)
     result = verify.measure(model, arch.key, (1, 3, RESOLUTION, RESOLUTION))
     assert result.source == "predicted" and result.median_ms > 0
-    assert gone in LatencyTable.load(path).layers  # measured on demand and kept
+    assert gone in LatencyTable.load(path).layers and gone in LatencyTable.load(path).weights  # measured, kept
 
 
 def test_predict_verify_measures_exactly_the_architectures_entering_the_top_k(built, tmp_path):

@@ -119,6 +119,14 @@ def piece_of(signature: str) -> Piece:
     raise ValueError(f"unknown layer signature {signature!r}")
 
 
+def piece_weights(signature: str) -> int:
+    """The parameter count of a piece: in a whole network every layer's weights stream through the cache,
+    measured alone they stay in it, so the calibration has a term for the weights an architecture carries."""
+    if signature.startswith(("pool|", "add|")):
+        return 0
+    return sum(p.numel() for p in piece_of(signature).make().parameters())
+
+
 def space_signatures(config: SpaceConfig, resolution: int, num_classes: int) -> list[str]:
     """Every distinct piece any architecture of the space can contain, in network order."""
     seen: dict[str, None] = {}

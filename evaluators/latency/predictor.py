@@ -2,13 +2,16 @@
 
 The sum of isolated layer latencies is not the model's latency: every inference pays a runtime overhead, each
 piece measured alone paid its own (more for a piece of more graph nodes: an SE body, a head), and neighbouring
-layers share caches. The correction is linear in the sum and in the number of pieces of each kind,
+layers share caches: a piece measured alone keeps its weights in cache, in the network every layer's weights
+stream through it again. The correction is linear in the sum, in the number of pieces of each kind and in the
+weights the architecture carries,
 
-    predicted_ms = a * sum_ms + b * pieces + sum_k b_k * pieces_of_kind_k + c,
+    predicted_ms = a * sum_ms + b * pieces + sum_k b_k * pieces_of_kind_k + w * million_parameters + c,
 
 fitted by least squares on relative error over a few dozen whole models measured on the same device
 (`build_table`), and refitted as a search measures more (`latency.mode=predict_verify`). With too few models
-for a term per kind, only ``b`` is fitted (one overhead for every piece). Its residuals are kept in the table
+for a term per kind, only ``b`` is fitted (one overhead for every piece); a table without weight counts
+(built before they were recorded) fits no ``w``. Its residuals are kept in the table
 file, so `python -m mnas_nni.latency_table show` tells how far to trust it.
 """
 
@@ -39,6 +42,7 @@ from .layers import (
     arch_signatures,
     piece_kind,
     piece_of,
+    piece_weights,
     random_arch,
     space_description,
     space_hash,
@@ -64,10 +68,10 @@ class MissingLayerError(ConfigError):
 def fit_calibration(models: list[dict[str, Any]]) -> dict[str, Any]:
     """Least squares on relative error: minimise sum (predicted / measured - 1)^2 over the measured models.
 
-    Terms: the sum, the piece count, a count per piece kind that enough models contain (only when every model
-    records its kinds and there are MODELS_PER_TERM models per coefficient), and a constant. The kind counts
-    add up to the piece count; least squares' minimum-norm solution shares the overhead between them, and a
-    kind without a term of its own takes the common ``b``."""
+    Terms: the sum, the piece count, a count per piece kind that enough models contain and the parameter count
+    in millions (both only when every model records them and there are MODELS_PER_TERM models per
+    coefficient), and a constant. The kind counts add up to the piece count; least squares' minimum-norm
+    solution shares the overhead between them, and a kind without a term of its own takes the common ``b``."""
     if not models:
         raise ConfigError("calibration needs at least one whole model measured on the device")
     s = np.array([m["sum_ms"] for m in models], dtype=float)
@@ -80,19 +84,22 @@ def fit_calibration(models: list[dict[str, Any]]) -> dict[str, Any]:
             for kind, count in m["kinds"].items():
                 present[kind] = present.get(kind, 0) + (count > 0)
         kinds = sorted(k for k, seen in present.items() if seen >= KIND_MIN_MODELS)
-        if len(models) < MODELS_PER_TERM * (3 + len(kinds)):
-            kinds = []
+    with_weights = all(m.get("weights") is not None for m in models)
+    if len(models) < MODELS_PER_TERM * (3 + len(kinds) + with_weights):
+        kinds, with_weights = [], False
     kind_columns = [np.array([m["kinds"].get(k, 0) for m in models], dtype=float) for k in kinds]
-    columns = np.stack([s, n, *kind_columns, np.ones_like(s)], axis=1)
+    weight_columns = [np.array([m["weights"] / 1e6 for m in models], dtype=float)] if with_weights else []
+    columns = np.stack([s, n, *kind_columns, *weight_columns, np.ones_like(s)], axis=1)
     if len(models) >= 4:
         solution, *_ = np.linalg.lstsq(columns / measured[:, None], np.ones_like(s), rcond=None)
     else:  # too few points for three terms: a plain scale (kinds is empty here)
         solution = np.zeros(columns.shape[1])
         solution[0] = float(np.median(measured / s))
-    coef, kind_coef = (solution[0], solution[1], solution[-1]), solution[2:-1]
+    coef, kind_coef = (solution[0], solution[1], solution[-1]), solution[2:2 + len(kinds)]
     predicted = columns @ solution
     residuals = predicted / measured - 1.0
     return {"coef": [float(c) for c in coef], "kind_coef": {k: float(c) for k, c in zip(kinds, kind_coef)},
+            "weight_coef": float(solution[-2]) if with_weights else 0.0,  # ms per million parameters
             "n": len(models), "residuals": [float(r) for r in residuals], **error_summary(residuals)}
 
 
@@ -106,7 +113,7 @@ def error_summary(relative_errors: Any) -> dict[str, float]:
 
 
 def table_terms(table: LatencyTable, signatures: list[str]) -> Terms:
-    layers, kinds, total = table.layers, {}, 0.0
+    layers, weights, kinds, total = table.layers, table.weights, {}, 0.0
     try:
         for signature in signatures:
             total += layers[signature]
@@ -118,7 +125,15 @@ def table_terms(table: LatencyTable, signatures: list[str]) -> Terms:
             f"latency table {table.path} lacks {len(missing)} layer(s) of this architecture (e.g. {missing[0]}); "
             f"rebuild it for this search space: {BUILD_HINT}, or use latency.mode=predict_verify to measure "
             "missing layers on demand", missing) from None
-    return Terms(total, kinds)
+    params = sum(weights[s] for s in signatures) if all(s in weights for s in signatures) else None
+    return Terms(total, kinds, params)
+
+
+def record_weights(table: LatencyTable, signatures: list[str]) -> None:
+    """Count the parameters of every piece the table lacks a count for (a fraction of a second per hundred)."""
+    for signature in signatures:
+        if signature not in table.weights:
+            table.weights[signature] = piece_weights(signature)
 
 
 class LatencyPredictor:
@@ -135,6 +150,7 @@ class LatencyPredictor:
     def _use_fit(self, fit: dict[str, Any]) -> None:
         self.coef = tuple(fit["coef"])
         self.kind_coef: dict[str, float] = dict(fit.get("kind_coef") or {})
+        self.weight_coef = float(fit.get("weight_coef") or 0.0)
 
     def signatures(self, arch: ArchSpec, num_classes: int | None = None) -> list[str]:
         return arch_signatures(arch, self.table.resolution, num_classes or self.num_classes)
@@ -146,7 +162,9 @@ class LatencyPredictor:
     def calibrated(self, terms: Terms) -> float:
         a, b, c = self.coef
         kind_coef = self.kind_coef
-        return a * terms.sum_ms + b * terms.count + c + sum(kind_coef.get(k, 0.0) * n for k, n in terms.kinds.items())
+        weights = self.weight_coef * terms.weights / 1e6 if terms.weights is not None else 0.0
+        return (a * terms.sum_ms + b * terms.count + c + weights
+                + sum(kind_coef.get(k, 0.0) * n for k, n in terms.kinds.items()))
 
     def predict(self, arch: ArchSpec, num_classes: int | None = None) -> float:
         return self.calibrated(self.terms(arch, num_classes))
@@ -225,7 +243,7 @@ class BuildReport:
 
 
 def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, evaluator: LatencyEvaluator,
-                calibration_models: int = 80, seed: int = 0, progress: bool = True,
+                calibration_models: int = 160, seed: int = 0, progress: bool = True,
                 log: Callable[[str], None] = print, layers_per_call: int = LAYERS_PER_CALL,
                 repeats: int = 5) -> BuildReport:
     """Measure every distinct layer of ``config`` at its resolution once, then calibrate on whole models.
@@ -246,6 +264,7 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
     try:
         measured = measure_layers(table, signatures, meter.layers, passes=table.repeats, progress=progress,
                                   chunk=layers_per_call)
+        record_weights(table, signatures)
         key = space_hash(config)
         space = table.spaces.setdefault(key, {"space": space_description(config), "layers": len(signatures),
                                               "complete": False, "seconds": 0.0})
@@ -272,6 +291,11 @@ def calibrate(table: LatencyTable, config: SpaceConfig, meter: Meter, n: int, se
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     archs = calibration_archs(config, n, seed)
+    by_key = {a.key: a for a in archs}
+    for model in table.models:  # measured before weight counts were recorded: the terms again, not the device
+        if model.get("weights") is None and model["arch_key"] in by_key:
+            terms = table_terms(table, arch_signatures(by_key[model["arch_key"]], config.resolution, config.num_classes))
+            model.update(sum_ms=terms.sum_ms, count=terms.count, kinds=dict(terms.kinds), weights=terms.weights)
     done_passes = {m["arch_key"]: int(m.get("passes", 1)) for m in table.models}
     new = sum(1 for a in archs if a.key not in done_passes)
     total = sum(max(0, passes - done_passes.get(a.key, 0)) for a in archs)

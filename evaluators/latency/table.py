@@ -3,9 +3,10 @@
     {"format": "mnas-nni/latency-table-v1", "device": ..., "runtime": ..., "resolution": 32,
      "description": {...device.describe()...}, "repeats": 3,
      "layers": {signature: median_ms, ...},                 # every piece measured once (see layers.py)
+     "weights": {signature: parameters, ...},               # each piece's parameter count
      "spaces": {space_hash: {"space": {...}, "layers": n, "complete": true, "seconds": s}},
      "calibration": {"models": [{"arch_key", "sum_ms", "count", "kinds", "measured_ms", "origin"}],
-                     "fit": {"coef": [a, b, c], "kind_coef": {kind: b_k}, "residuals": [...], ...}}}
+                     "fit": {"coef": [a, b, c], "kind_coef": {kind: b_k}, "weight_coef": w, "residuals": [...]}}}
 
 The file is rewritten atomically (write a temporary file, then rename) every few layers, so a killed build,
 or a device lost half way, leaves a valid table holding what was measured; the same build command continues
@@ -38,10 +39,12 @@ def default_table_path(device_name: str, resolution: int, table_dir: str | Path 
 
 @dataclass(frozen=True)
 class Terms:
-    """What the calibration reads off an architecture: its pieces' summed latency and its pieces per kind."""
+    """What the calibration reads off an architecture: its pieces' summed latency, its pieces per kind and its
+    parameter count (None from a table that predates weight counts)."""
 
     sum_ms: float
     kinds: dict[str, int]
+    weights: int | None = None
 
     @property
     def count(self) -> int:
@@ -58,6 +61,7 @@ class LatencyTable:
         self.device, self.runtime, self.resolution = device, runtime, int(resolution)
         self.description = description or data.get("description") or {}
         self.layers: dict[str, float] = {k: float(v) for k, v in data.get("layers", {}).items()}
+        self.weights: dict[str, int] = {k: int(v) for k, v in data.get("weights", {}).items()}
         self.spaces: dict[str, dict[str, Any]] = dict(data.get("spaces", {}))
         calibration = data.get("calibration", {})
         self.models: list[dict[str, Any]] = list(calibration.get("models", []))
@@ -85,7 +89,7 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         return {"format": TABLE_FORMAT, "device": self.device, "runtime": self.runtime,
                 "resolution": self.resolution, "repeats": self.repeats, "description": self.description,
-                "layers": self.layers, "passes": self.passes,
+                "layers": self.layers, "weights": self.weights, "passes": self.passes,
                 "spaces": self.spaces, "calibration": {"models": self.models, "fit": self.fit}}
 
     def save(self) -> None:
@@ -118,9 +122,11 @@ class LatencyTable:
         return {m["arch_key"] for m in self.models}
 
     def add_model(self, arch_key: str, terms: Terms, measured_ms: float, origin: str, passes: int = 1) -> None:
-        """A whole model measured on the device, with its `Terms` (summed layers, pieces per kind); measured
-        again (another pass), it keeps the lowest median."""
-        record = {"sum_ms": float(terms.sum_ms), "count": int(terms.count), "kinds": dict(terms.kinds)}
+        """A whole model measured on the device, with its `Terms` (summed layers, pieces per kind, weights);
+        measured again (another pass), it keeps the lowest median."""
+        record: dict[str, Any] = {"sum_ms": float(terms.sum_ms), "count": int(terms.count), "kinds": dict(terms.kinds)}
+        if terms.weights is not None:
+            record["weights"] = int(terms.weights)
         for model in self.models:
             if model["arch_key"] == arch_key:
                 model.update(record, measured_ms=min(model["measured_ms"], float(measured_ms)), passes=passes)
