@@ -92,6 +92,22 @@ def test_build_measures_every_distinct_layer_once_and_calibrates(built):
     assert predictor.predict(arch) == pytest.approx(predictor.calibrated(terms)) and predictor.predict(arch) > 0
 
 
+def test_a_table_from_before_weight_counts_gets_them_from_a_rebuild_without_the_device(built, tmp_path):
+    old = json.loads(built.read_text())
+    del old["weights"]
+    for model in old["calibration"]["models"]:
+        del model["weights"]
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(old))
+    assert LatencyPredictor(LatencyTable.load(path), CLASSES).predict(random_arch(tiny_space(), random.Random(0))) > 0
+    device = local_device()
+    report = build_table(device, tiny_space(), path, evaluator(device, tmp_path), calibration_models=5, repeats=2,
+                         progress=False, log=lambda _: None)
+    table = LatencyTable.load(path)
+    assert report.layers_measured == report.models_measured == report.device_calls == 0
+    assert set(table.weights) == set(table.layers) and all(m["weights"] > 0 for m in table.models)
+
+
 def test_a_build_stopped_by_a_lost_device_resumes_where_it_stopped(tmp_path):
     space, path = tiny_space(), tmp_path / "table.json"
     total = len(space_signatures(space, RESOLUTION, CLASSES))
