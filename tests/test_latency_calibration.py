@@ -56,3 +56,11 @@ def test_a_cost_per_weight_is_fitted_when_every_model_records_its_weights():
     assert fit["weight_coef"] == pytest.approx(0.04, rel=1e-6) and fit["worst_abs_error"] < 1e-9
     without = fit_calibration([{k: v for k, v in m.items() if k != "weights"} for m in table.models])
     assert without["weight_coef"] == 0.0 and without["worst_abs_error"] > 0.01  # old tables: no such term
+
+
+def test_too_few_models_for_the_weight_term_keep_the_overhead_per_kind():
+    table = models(25)  # 8 terms need 24 models, 9 (with weights) 27
+    for model in table.models:
+        model["weights"] = 1_000_000
+    fit = fit_calibration(table.models)
+    assert set(fit["kind_coef"]) == set(OVERHEAD_US) and fit["weight_coef"] == 0.0

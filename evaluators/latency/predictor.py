@@ -54,6 +54,7 @@ from .table import BUILD_HINT, LatencyTable, Terms, measure_layers, open_table
 
 LAYERS_PER_CALL = 16  # layers measured per device round trip (and per save of a build's progress)
 MODELS_PER_TERM = 3   # calibration models per fitted coefficient before the overhead is fitted per piece kind
+PARAMETERS_UNIT = 1e6  # the weight term is fitted per million parameters (ms per million)
 KIND_MIN_MODELS = 5   # a piece kind gets its own overhead term once this many calibration models contain it
 
 
@@ -86,9 +87,11 @@ def fit_calibration(models: list[dict[str, Any]]) -> dict[str, Any]:
         kinds = sorted(k for k, seen in present.items() if seen >= KIND_MIN_MODELS)
     with_weights = all(m.get("weights") is not None for m in models)
     if len(models) < MODELS_PER_TERM * (3 + len(kinds) + with_weights):
-        kinds, with_weights = [], False
+        with_weights = False  # too few models for every term: the weight term goes first, then the kinds
+    if len(models) < MODELS_PER_TERM * (3 + len(kinds)):
+        kinds = []
     kind_columns = [np.array([m["kinds"].get(k, 0) for m in models], dtype=float) for k in kinds]
-    weight_columns = [np.array([m["weights"] / 1e6 for m in models], dtype=float)] if with_weights else []
+    weight_columns = [np.array([m["weights"] / PARAMETERS_UNIT for m in models], dtype=float)] if with_weights else []
     columns = np.stack([s, n, *kind_columns, *weight_columns, np.ones_like(s)], axis=1)
     if len(models) >= 4:
         solution, *_ = np.linalg.lstsq(columns / measured[:, None], np.ones_like(s), rcond=None)
@@ -162,7 +165,7 @@ class LatencyPredictor:
     def calibrated(self, terms: Terms) -> float:
         a, b, c = self.coef
         kind_coef = self.kind_coef
-        weights = self.weight_coef * terms.weights / 1e6 if terms.weights is not None else 0.0
+        weights = self.weight_coef * terms.weights / PARAMETERS_UNIT if terms.weights is not None else 0.0
         return (a * terms.sum_ms + b * terms.count + c + weights
                 + sum(kind_coef.get(k, 0.0) * n for k, n in terms.kinds.items()))
 
@@ -295,7 +298,7 @@ def calibrate(table: LatencyTable, config: SpaceConfig, meter: Meter, n: int, se
     for model in table.models:  # measured before weight counts were recorded: the terms again, not the device
         if model.get("weights") is None and model["arch_key"] in by_key:
             terms = table_terms(table, arch_signatures(by_key[model["arch_key"]], config.resolution, config.num_classes))
-            model.update(sum_ms=terms.sum_ms, count=terms.count, kinds=dict(terms.kinds), weights=terms.weights)
+            model.update(terms.record())
     done_passes = {m["arch_key"]: int(m.get("passes", 1)) for m in table.models}
     new = sum(1 for a in archs if a.key not in done_passes)
     total = sum(max(0, passes - done_passes.get(a.key, 0)) for a in archs)

@@ -50,6 +50,13 @@ class Terms:
     def count(self) -> int:
         return sum(self.kinds.values())
 
+    def record(self) -> dict[str, Any]:
+        """The fields a calibration model stores (the weights only when known)."""
+        record: dict[str, Any] = {"sum_ms": float(self.sum_ms), "count": int(self.count), "kinds": dict(self.kinds)}
+        if self.weights is not None:
+            record["weights"] = int(self.weights)
+        return record
+
 
 class LatencyTable:
     """The table file's content, in memory. ``layers`` maps a piece signature to its median latency (ms)."""
@@ -124,9 +131,7 @@ class LatencyTable:
     def add_model(self, arch_key: str, terms: Terms, measured_ms: float, origin: str, passes: int = 1) -> None:
         """A whole model measured on the device, with its `Terms` (summed layers, pieces per kind, weights);
         measured again (another pass), it keeps the lowest median."""
-        record: dict[str, Any] = {"sum_ms": float(terms.sum_ms), "count": int(terms.count), "kinds": dict(terms.kinds)}
-        if terms.weights is not None:
-            record["weights"] = int(terms.weights)
+        record = terms.record()
         for model in self.models:
             if model["arch_key"] == arch_key:
                 model.update(record, measured_ms=min(model["measured_ms"], float(measured_ms)), passes=passes)
