@@ -10,7 +10,8 @@ accuracy, as `evaluator=supernet` does) and stand-alone (the proxy training of c
 `evaluator=proxy` does, once per seed). Printed: Kendall tau (scipy.stats.kendalltau) between the supernet
 accuracy and the stand-alone accuracy averaged over the seeds, over all architectures and among the supernet's
 top 10 (the ones a search would confirm), and the stand-alone seed-to-seed tau, which bounds what any cheap
-score can reach. Then the cost, in training-image passes, of a supernet search against a multi-trial one, by
+score can reach. Beside it, the peer any cheap score must beat, measured in the same run: a short stand-alone
+proxy training (`--peer-steps` batches, one epoch, the same `train_proxy`) of every architecture. Then the cost, in training-image passes, of a supernet search against a multi-trial one, by
 the same formula for the demo and the ImageNet preset. Every result is cached under --out, so a killed run
 continues where it stopped.
 """
@@ -108,6 +109,26 @@ def standalone_truth(archs: list[Any], path: Path, seeds: int, datamodule: Any,
     return standalone
 
 
+def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: Any,
+                        train: dict[str, Any]) -> dict[str, Any]:
+    """Validation accuracy of every architecture after `steps` proxy-training batches from scratch (seed 0): the
+    cheapest stand-alone score, the bar a weight-sharing score has to clear. Cached in ``path``."""
+    import torch
+
+    from evaluators.accuracy import train_proxy
+    from search_spaces.builder import build_model
+
+    peer = cached(path)
+    short = {**train, "epochs": 1, "limit_train_batches": steps, "warmup_epochs": 0}
+    for arch in archs:
+        if arch.key not in peer:
+            torch.manual_seed(0)
+            result = train_proxy(build_model(arch, num_classes=10), datamodule, seed=0, **short)
+            peer[arch.key] = {"id": arch.key, "accuracy": result.accuracy, "seconds": result.seconds}
+            append(path, peer[arch.key])
+    return peer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", type=int, default=40)
@@ -117,6 +138,8 @@ def main() -> None:
     parser.add_argument("--sampling", default="uniform", choices=["uniform", "sandwich"])
     parser.add_argument("--standalone-only", action="store_true",
                         help="only train the stand-alone ground truth (cached; another core can train the supernet)")
+    parser.add_argument("--peer-steps", type=int, default=20,
+                        help="training batches of the short stand-alone peer (0: skip the peer)")
     parser.add_argument("--calibration-batches", type=int, default=5)
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_supernet")
@@ -150,7 +173,8 @@ def main() -> None:
                               **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
     supernet_info = torch.load(out / "supernet" / "supernet.pt", map_location="cpu", weights_only=True)
     print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}) in {supernet_info['train_seconds']:.0f} s, "
-          f"{supernet_info['images_seen']} training-image passes (this run: {time.perf_counter() - started:.0f} s)")
+          f"{supernet_info['images_seen']} training-image passes (this run: {time.perf_counter() - started:.0f} s); "
+          f"last epoch's training loss {supernet_info['history'][-1]['train_loss']:.3f} (uniform guess 2.303)")
 
     archs = sample_archs(config, args.archs)
     scores_path, standalone_path = out / "supernet_scores.jsonl", args.out / f"standalone-e{train['epochs']}.jsonl"
@@ -174,6 +198,14 @@ def main() -> None:
     print(f"  goal tau_all >= 0.5: {'met' if figures['tau_all'] >= 0.5 else 'NOT met'}")
     print(f"  supernet accuracy range {min(supernet_acc):.3f}..{max(supernet_acc):.3f}; stand-alone "
           f"{min(map(statistics.fmean, accs)):.3f}..{max(map(statistics.fmean, accs)):.3f}")
+    if args.peer_steps:
+        peer = short_training_peer(archs, args.out / f"peer-{args.peer_steps}steps.jsonl", args.peer_steps,
+                                   datamodule, train)
+        peer_figures = taus([peer[a.key]["accuracy"] for a in archs], accs, args.top)
+        print(f"  peer, {args.peer_steps} training batches from scratch per architecture: tau_all "
+              f"{peer_figures['tau_all']:.3f}, tau_top{args.top} {peer_figures[f'tau_top{args.top}']:.3f}, "
+              f"{statistics.fmean(peer[a.key]['seconds'] for a in archs):.1f} s per architecture; supernet minus "
+              f"peer tau_all {figures['tau_all'] - peer_figures['tau_all']:+.3f}")
     seconds = [standalone[k]["seconds"] for k in standalone]
     print(f"  seconds per architecture: supernet score {statistics.fmean(score_seconds):.1f}, stand-alone training "
           f"{statistics.fmean(seconds):.1f}")

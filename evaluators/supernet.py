@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,17 @@ from mnas_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 # `supernet.*` keys that are not arguments of train_supernet.
+UNTRAINED_LOSS_FRACTION = 0.9  # of ln(classes): a training loss above it has learned next to nothing
 SCORING_KEYS = ("checkpoint", "dir", "calibration_batches", "val_batches", "score_device")
+
+
+def untrained_warning(train_loss: float, num_classes: int) -> str | None:
+    """The warning for a supernet whose training loss is still within 10% of a uniform guess's, else None."""
+    chance = math.log(num_classes)  # cross-entropy of the uniform prediction, with or without label smoothing
+    if train_loss < UNTRAINED_LOSS_FRACTION * chance:
+        return None
+    return (f"supernet: its training ended at loss {train_loss:.3f}, a uniform guess's is {chance:.3f}, so its "
+            "scores will not rank architectures; train it longer (supernet.epochs) or search with evaluator=proxy")
 
 
 def _plain(node: Any) -> dict[str, Any]:
@@ -43,7 +54,7 @@ class SupernetEvaluator(TrialEvaluator):
         self.val_batches = self.settings.get("val_batches")
         if self.calibration_batches < 1:
             raise ConfigError(f"supernet.calibration_batches must be >= 1, got {self.calibration_batches}")
-        self._supernet = None
+        self._supernet, self._checked = None, False
         if self.settings.get("checkpoint"):  # a missing or foreign checkpoint fails now, before any trial
             self._supernet = self._load(self.settings["checkpoint"])
 
@@ -82,7 +93,24 @@ class SupernetEvaluator(TrialEvaluator):
             self._supernet = train_supernet(self.space_config(), self.parts.datamodule, directory,
                                             seed=self.parts.seed, **train_args)
             self._supernet.eval()
+        if not self._checked:
+            self._checked = True
+            self.warn_if_untrained()
         return self._supernet
+
+    def warn_if_untrained(self) -> None:
+        """One warning when the supernet's last training epoch ended at the loss of a uniform guess: then every
+        trial's score is noise and the search ranks nothing (a short or failed supernet training)."""
+        import torch
+
+        from evaluators.supernet_train import FINAL_NAME
+
+        path = self.settings.get("checkpoint") or self.training_dir() / FINAL_NAME
+        history = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True).get("history") or []
+        if history:
+            message = untrained_warning(float(history[-1]["train_loss"]), int(self.parts.datamodule.num_classes))
+            if message:
+                log.warning(message)
 
     def evaluate(self, model: nn.Module, arch_key: str) -> dict[str, Any]:
         from evaluators.supernet_train import score_path

@@ -51,6 +51,8 @@ def test_supernet_search_trains_scores_and_confirms_the_top_one(tmp_path):
     assert len(confirmed) == 1
     assert confirmed[0]["reward"] == max(t["reward"] for t in trials)  # the search's best is the one confirmed
     assert (tmp_path / "sn" / "supernet.pt").is_file()
+    output = result.stdout + result.stderr  # two batches leave it at chance: its scores are noise, and it says so
+    assert output.count("its scores will not rank architectures") == 1, output[-3000:]
 
 
 @pytest.mark.slow
@@ -62,6 +64,14 @@ def test_supernet_search_with_ppo_rnn_from_a_checkpoint(tmp_path, checkpoint):
     assert len(trials) == 4 and all(t["evaluator"] == "supernet" for t in trials)
     assert all(t["confirmed_reward"] is None for t in trials)
     assert not (tmp_path / "outputs" / "supernets").exists()  # loaded, not trained
+
+
+def test_the_untrained_warning_is_given_near_a_uniform_guess_loss_only():
+    from evaluators.supernet import untrained_warning
+
+    assert "a uniform guess's is 2.303" in untrained_warning(2.28, 10)
+    assert untrained_warning(2.5, 10) is not None and untrained_warning(0.693, 2) is not None
+    assert untrained_warning(2.0, 10) is None and untrained_warning(0.5, 2) is None
 
 
 @pytest.mark.slow
