@@ -12,8 +12,8 @@ accuracy and the stand-alone accuracy averaged over the seeds, over all architec
 top 10 (the ones a search would confirm), and the stand-alone seed-to-seed tau, which bounds what any cheap
 score can reach. Beside it, the peer any cheap score must beat, measured in the same run: a short stand-alone
 proxy training (`--peer-steps` batches, one epoch, the same `train_proxy`) of every architecture, scored by its
-validation accuracy and by its training loss. Then the cost, in training-image passes, of a supernet search against a multi-trial one, by
-the same formula for the demo and the ImageNet preset. Every result is cached under --out, so a killed run
+validation accuracy and by its training loss. Then the cost, in training-image passes, of a supernet search
+against a multi-trial one, by the same formula for the demo and the ImageNet preset. Every result is cached under --out, so a killed run
 continues where it stopped.
 """
 
@@ -112,8 +112,8 @@ def standalone_truth(archs: list[Any], path: Path, seeds: int, datamodule: Any,
 
 def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: Any,
                         train: dict[str, Any]) -> dict[str, Any]:
-    """Validation accuracy of every architecture after `steps` proxy-training batches from scratch (seed 0): the
-    cheapest stand-alone score, the bar a weight-sharing score has to clear. Cached in ``path``."""
+    """Validation accuracy and mean training loss of every architecture after `steps` proxy-training batches from
+    scratch (seed 0): the cheapest stand-alone score, the bar a weight-sharing score has to clear. Cached."""
     import torch
 
     from evaluators.accuracy import train_proxy

@@ -25,8 +25,8 @@ from evaluators.proxy import measure_with_retries
 from mnas_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
-# `supernet.*` keys that are not arguments of train_supernet.
 UNTRAINED_LOSS_FRACTION = 0.9  # of ln(classes): a training loss above it has learned next to nothing
+# `supernet.*` keys that are not arguments of train_supernet.
 SCORING_KEYS = ("checkpoint", "dir", "calibration_batches", "val_batches", "score_device")
 
 
