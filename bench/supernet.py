@@ -150,8 +150,6 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
 
-    import torch
-
     from evaluators.data import DigitsDataModule
     from evaluators.supernet_train import score_path, train_supernet
     from search_spaces.space import SpaceConfig
@@ -173,7 +171,7 @@ def main() -> None:
     supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
                               sampling=args.sampling, seed=0,
                               **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
-    supernet_info = torch.load(out / "supernet" / "supernet.pt", map_location="cpu", weights_only=True)
+    supernet_info = supernet.training_info  # what the checkpoint carries besides weights
     print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}) in {supernet_info['train_seconds']:.0f} s, "
           f"{supernet_info['images_seen']} training-image passes (this run: {time.perf_counter() - started:.0f} s); "
           f"last epoch's training loss {supernet_info['history'][-1]['train_loss']:.3f} (uniform guess 2.303)")

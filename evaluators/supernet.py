@@ -101,12 +101,7 @@ class SupernetEvaluator(TrialEvaluator):
     def warn_if_untrained(self) -> None:
         """One warning when the supernet's last training epoch ended at the loss of a uniform guess: then every
         trial's score is noise and the search ranks nothing (a short or failed supernet training)."""
-        import torch
-
-        from evaluators.supernet_train import FINAL_NAME
-
-        path = self.settings.get("checkpoint") or self.training_dir() / FINAL_NAME
-        history = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True).get("history") or []
+        history = self._supernet.training_info.get("history") or []
         if history:
             message = untrained_warning(float(history[-1]["train_loss"]), int(self.parts.datamodule.num_classes))
             if message:

@@ -45,6 +45,7 @@ class Supernet(nn.Module):
     def __init__(self, config: SpaceConfig):
         super().__init__()
         self.config = config
+        self.training_info: dict[str, Any] = {}  # what save()/load() carry besides weights: epochs, history, ...
         self.num_classes = config.num_classes
         self.choices = [config.choices(i) for i in range(len(config.skeleton))]
         self.active: ArchSpec = self.sample(random.Random(0), "largest")
@@ -149,6 +150,7 @@ class Supernet(nn.Module):
         torch.save({"format": CHECKPOINT_FORMAT, "space": space_fields(self.config),
                     "state_dict": self.state_dict(), **extra}, partial)
         partial.replace(path)  # a killed save never leaves a half-written checkpoint under the real name
+        self.training_info = dict(extra)
         return path
 
     @classmethod
@@ -173,4 +175,5 @@ class Supernet(nn.Module):
                               f"{', '.join(differing)}); train a supernet for this space or pick the matching config")
         supernet = cls(config)
         supernet.load_state_dict(data["state_dict"])
+        supernet.training_info = {k: v for k, v in data.items() if k not in ("format", "space", "state_dict")}
         return supernet
