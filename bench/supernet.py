@@ -41,6 +41,13 @@ def proxy_settings(epochs: int | None) -> dict[str, Any]:
     return train
 
 
+def supernet_defaults() -> dict[str, Any]:
+    """`supernet.*` of conf/evaluator/supernet.yaml: the bench trains what `evaluator=supernet` trains."""
+    from omegaconf import OmegaConf
+
+    return dict(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "evaluator" / "supernet.yaml"))["supernet"])
+
+
 def cached(path: Path) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     if path.exists():
@@ -110,10 +117,11 @@ def standalone_truth(archs: list[Any], path: Path, seeds: int, datamodule: Any,
     return standalone
 
 
-def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: Any,
-                        train: dict[str, Any]) -> dict[str, Any]:
+def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: Any, train: dict[str, Any],
+                        seed: int) -> dict[str, Any]:
     """Validation accuracy and mean training loss of every architecture after `steps` proxy-training batches from
-    scratch (seed 0): the cheapest stand-alone score, the bar a weight-sharing score has to clear. Cached."""
+    scratch: the cheapest stand-alone score, the bar a weight-sharing score has to clear. `seed` must be one the
+    ground truth did not use: with the same seed the peer's first steps *are* the ground truth's. Cached."""
     import torch
 
     from evaluators.accuracy import train_proxy
@@ -123,8 +131,8 @@ def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: An
     short = {**train, "epochs": 1, "limit_train_batches": steps, "warmup_epochs": 0}
     for arch in archs:
         if arch.key not in peer:
-            torch.manual_seed(0)
-            result = train_proxy(build_model(arch, num_classes=10), datamodule, seed=0, **short)
+            torch.manual_seed(seed)
+            result = train_proxy(build_model(arch, num_classes=10), datamodule, seed=seed, **short)
             peer[arch.key] = {"id": arch.key, "accuracy": result.accuracy, "seconds": result.seconds,
                               "train_loss": result.history[-1]["train_loss"]}
             append(path, peer[arch.key])
@@ -136,8 +144,11 @@ def main() -> None:
     parser.add_argument("--archs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--proxy-epochs", type=int, default=None, help="default: conf/train/default.yaml")
-    parser.add_argument("--supernet-epochs", type=int, default=30)
-    parser.add_argument("--sampling", default="uniform", choices=["uniform", "sandwich"])
+    defaults = supernet_defaults()
+    parser.add_argument("--supernet-epochs", type=int, default=defaults["epochs"])
+    parser.add_argument("--sampling", default=defaults["sampling"], choices=["fair", "uniform", "sandwich"])
+    parser.add_argument("--warmup", type=float, default=defaults["warmup"])
+    parser.add_argument("--supernet-seed", type=int, default=0, help="another seed trains another supernet")
     parser.add_argument("--standalone-only", action="store_true",
                         help="only train the stand-alone ground truth (cached; another core can train the supernet)")
     parser.add_argument("--peer-steps", type=int, default=20,
@@ -161,7 +172,7 @@ def main() -> None:
     train.update(limit)
     if args.quick:
         args.out = args.out / "quick"
-    out = args.out / f"e{args.supernet_epochs}-{args.sampling}"
+    out = args.out / f"e{args.supernet_epochs}-{args.sampling}-w{args.warmup:g}-s{args.supernet_seed}"
     out.mkdir(parents=True, exist_ok=True)
     if args.standalone_only:
         standalone_truth(sample_archs(config, args.archs), args.out / f"standalone-e{train['epochs']}.jsonl",
@@ -169,10 +180,10 @@ def main() -> None:
         return
     started = time.perf_counter()
     supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
-                              sampling=args.sampling, seed=0,
+                              sampling=args.sampling, warmup=args.warmup, seed=args.supernet_seed,
                               **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
     supernet_info = supernet.training_info  # what the checkpoint carries besides weights
-    print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}) in {supernet_info['train_seconds']:.0f} s, "
+    print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}, warm-up {args.warmup:g}) in {supernet_info['train_seconds']:.0f} s, "
           f"{supernet_info['images_seen']} training-image passes (this run: {time.perf_counter() - started:.0f} s); "
           f"last epoch's training loss {supernet_info['history'][-1]['train_loss']:.3f} (uniform guess 2.303)")
 
@@ -199,11 +210,11 @@ def main() -> None:
     print(f"  supernet accuracy range {min(supernet_acc):.3f}..{max(supernet_acc):.3f}; stand-alone "
           f"{min(map(statistics.fmean, accs)):.3f}..{max(map(statistics.fmean, accs)):.3f}")
     if args.peer_steps:
-        peer = short_training_peer(archs, args.out / f"peer-{args.peer_steps}steps.jsonl", args.peer_steps,
-                                   datamodule, train)
+        peer = short_training_peer(archs, args.out / f"peer-{args.peer_steps}steps-seed{args.seeds}.jsonl",
+                                   args.peer_steps, datamodule, train, seed=args.seeds)
         by_accuracy = taus([peer[a.key]["accuracy"] for a in archs], accs, args.top)
         by_loss = taus([-peer[a.key]["train_loss"] for a in archs], accs, args.top)
-        print(f"  peer, {args.peer_steps} training batches from scratch per architecture "
+        print(f"  peer, {args.peer_steps} training batches from scratch per architecture (seed {args.seeds}) "
               f"({statistics.fmean(peer[a.key]['seconds'] for a in archs):.1f} s each): scored by validation accuracy "
               f"tau_all {by_accuracy['tau_all']:.3f} (top{args.top} {by_accuracy[f'tau_top{args.top}']:.3f}), by "
               f"training loss tau_all {by_loss['tau_all']:.3f} (top{args.top} {by_loss[f'tau_top{args.top}']:.3f}); "

@@ -102,6 +102,8 @@ class _ClassificationDataModule(pl.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.train_augmentation: nn.Module | None = None
+        # Training batches short of batch_size (an epoch's remainder) are dropped when set; a supernet sets it.
+        self.drop_last_train = False
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Augments training batches on their device; validation batches pass through untouched."""
@@ -118,6 +120,7 @@ class _ClassificationDataModule(pl.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            drop_last=shuffle and self.drop_last_train,
             num_workers=self.num_workers,
             collate_fn=collate_fn,
             persistent_workers=self.num_workers > 0,

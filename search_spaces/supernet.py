@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,16 @@ CHECKPOINT_FORMAT = "mnas-nni/supernet-v1"
 SHAPE_FREE_FIELDS = ("resolution", "dropout")
 # Sandwich-rule extremes: the conv op with the most and with the least compute, in that order of preference.
 LARGEST_OPS = ("mbconv6", "mbconv3", "conv", "dsconv")
-SAMPLE_RULES = ("uniform", "largest", "smallest")
+SAMPLE_RULES = ("uniform", "fair", "largest", "smallest")
+
+
+@dataclass(frozen=True)
+class TrainingPath:
+    """A path as training runs it: an architecture, and per block (0-based) the other conv-op families its layers
+    blend into their own (`LayerSlot.forward`); a block not listed runs its own family alone."""
+
+    arch: ArchSpec
+    blends: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
 def space_fields(config: SpaceConfig) -> dict[str, Any]:
@@ -55,6 +66,7 @@ class Supernet(nn.Module):
         for word in config.conv_ops:
             op, expand = CONV_OP_WORDS[word]
             ops[op] = max(ops.get(op, 1), expand)
+        self.families = tuple(sorted(ops))  # the conv-op weight families of every layer slot
         max_kernel, max_ratio = max(config.kernels), max(config.se_ratios)
         blocks, max_in = [], stem
         for base, choices in zip(config.skeleton, self.choices):
@@ -82,23 +94,53 @@ class Supernet(nn.Module):
 
     # -- paths -------------------------------------------------------------------------------------------
     def sample(self, rng: random.Random, rule: str = "uniform") -> ArchSpec:
-        """A path: uniform over every decision, or the space's largest / smallest (the sandwich rule's ends)."""
+        """A path: uniform over every decision; `fair`, the same but with the conv op drawn per weight family first
+        (conv, dsconv, mbconv: mbconv3 and mbconv6 share one, which uniform words would train twice as often);
+        or the space's largest / smallest (the sandwich rule's ends)."""
+        return self.training_path(rng, rule).arch
+
+    def training_path(self, rng: random.Random, rule: str = "uniform", warm: float = 0.0) -> TrainingPath:
+        """A path as a training step runs it: `rule`'s sample, warmed up with probability `warm`: each other conv-op
+        family is blended into each block's own with that probability, and each block's kernel, SE ratio, filters
+        and skip take, with that probability, the largest value (the pooling skip: a residual around every layer).
+        This is TuNAS's op and filter warm-up carried to every decision, with random family subsets (path dropout)
+        so that the fade to single families is gradual; without it this space's supernet trains no better than
+        chance (each block's conv-op family re-draws the features every layer downstream has to read)."""
         if rule not in SAMPLE_RULES:
             raise ConfigError(f"supernet sample rule {rule!r} is unknown; use one of {', '.join(SAMPLE_RULES)}")
         sample: dict[str, Any] = {}
+        blends = []
         for index, choices in enumerate(self.choices):
             for decision, values in choices.items():
-                if rule == "uniform":
-                    value = rng.choice(values)
-                elif decision == "conv_op":
-                    order = [w for w in LARGEST_OPS if w in values]
-                    value = order[0] if rule == "largest" else order[-1]
-                elif decision == "skip":
-                    value = values[0]
-                else:
-                    value = max(values) if rule == "largest" else min(values)
+                warmed = decision not in ("conv_op", "layers") and warm > 0 and rng.random() < warm
+                value = self._warm_value(decision, values) if warmed else self._rule_value(rng, rule, decision, values)
                 sample[f"block{index + 1}/{decision}"] = value
-        return self.config.arch_from_sample(sample)
+            if warm > 0:
+                own = CONV_OP_WORDS[sample[f"block{index + 1}/conv_op"]][0]
+                others = tuple(op for op in self.families if op != own and rng.random() < warm)
+                if others:
+                    blends.append((index, others))
+        return TrainingPath(self.config.arch_from_sample(sample), tuple(blends))
+
+    @staticmethod
+    def _rule_value(rng: random.Random, rule: str, decision: str, values: list[Any]) -> Any:
+        if decision == "conv_op" and rule in ("largest", "smallest"):
+            order = [w for w in LARGEST_OPS if w in values]
+            return order[0] if rule == "largest" else order[-1]
+        if decision == "conv_op" and rule == "fair":
+            family = rng.choice(sorted({CONV_OP_WORDS[w][0] for w in values}))
+            return rng.choice([w for w in values if CONV_OP_WORDS[w][0] == family])
+        if rule in ("uniform", "fair"):
+            return rng.choice(values)
+        if decision == "skip":
+            return values[0]
+        return max(values) if rule == "largest" else min(values)
+
+    @staticmethod
+    def _warm_value(decision: str, values: list[Any]) -> Any:
+        if decision == "skip":
+            return next((w for w in ("pool", "identity") if w in values), values[0])
+        return max(values)
 
     def check_arch(self, arch: ArchSpec) -> None:
         """Refuse an architecture that is not a path of this supernet's space."""
@@ -120,12 +162,15 @@ class Supernet(nn.Module):
                                             f"of the supernet's space ({choices[decision]})")
 
     # -- forward and extraction ----------------------------------------------------------------------------
-    def forward(self, x: Tensor, arch: ArchSpec | None = None) -> Tensor:
+    def forward(self, x: Tensor, arch: ArchSpec | None = None,
+                blends: Collection[tuple[int, Collection[str]]] = ()) -> Tensor:
+        """The path of `arch`; `blends` (a `TrainingPath`'s) blends other conv-op families into some blocks."""
         arch = arch or self.active
+        extra = dict(blends)
         x = self.stem(x)
-        for slots, block in zip(self.blocks, arch.blocks):
+        for index, (slots, block) in enumerate(zip(self.blocks, arch.blocks)):
             for position in range(block.repeats):
-                x = slots[position](x, block)
+                x = slots[position](x, block, extra.get(index, ()))
         x = self.head(x, self.head_filters, 1).mean((2, 3))
         return self.classifier(self.dropout(x))
 

@@ -3,10 +3,16 @@
 Slicing rules (Once-for-All style, without the learned kernel transform): output and input channels are the
 leading ones, a smaller kernel is the centre of the largest, BatchNorm is sliced with its channels. Every
 module can also copy its active slice into the matching plain layer of `search_spaces/layers.py`, which is how
-`Supernet.extract` hands a stand-alone `MnasNet` the exact weights of a path.
+`Supernet.extract` hands a stand-alone `MnasNet` the exact weights of a path. In training, a layer slot can also
+*blend* other conv-op families into its own (they run on the same input, their outputs averaged): TuNAS's op
+warm-up with path dropout's random subsets, which gives the families' separate weights one common output to learn
+before each has to stand alone.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
@@ -172,9 +178,16 @@ class LayerSlot(nn.Module):
         if "mbconv" in ops:
             families["mbconv"] = InvertedFamily(max_in, max_out, max_kernel, max_se, ops["mbconv"])
         self.families = nn.ModuleDict(families)
+        self.expands = {op: ops[op] for op in families}  # each family blends at its largest expansion
 
-    def forward(self, x: Tensor, block: BlockSpec) -> Tensor:
+    def forward(self, x: Tensor, block: BlockSpec, blend: Collection[str] = ()) -> Tensor:
+        """The layer of `block`; with `blend`, its family's output averaged with those families' (each at its
+        largest expansion and the block's other settings)."""
         out = self.families[block.op](x, block, self.stride)
+        if blend:
+            outs = [self.families[op](x, dataclasses.replace(block, op=op, expand=self.expands[op]), self.stride)
+                    for op in blend]
+            out = torch.stack([out, *outs]).mean(0)
         if block.skip == "pool":
             return out + pool_shortcut(x, block.out_filters, self.stride)
         if block.skip == "identity" and self.stride == 1 and x.shape[1] == block.out_filters:

@@ -112,16 +112,79 @@ def test_checkpoint_round_trip_and_bad_checkpoints(tmp_path, supernet):
         assert "\n" not in str(err.value)
 
 
-def test_step_paths_are_uniform_or_sandwich_and_fixed_by_seed_and_step():
+def test_step_paths_are_fair_uniform_or_sandwich_and_fixed_by_seed_and_step():
     from evaluators.supernet_train import SupernetModule
 
     net = Supernet(SpaceConfig(**TINY))
-    uniform = SupernetModule(net, 5, seed=3)
-    assert len(uniform.step_paths()) == 1
-    assert uniform.step_paths() == SupernetModule(net, 5, seed=3).step_paths()  # a resumed run repeats the path
-    assert uniform.step_paths() != SupernetModule(net, 5, seed=4).step_paths()
+    fair = SupernetModule(net, 5, seed=3)
+    assert fair.sampling == "fair" and len(fair.step_paths()) == 1
+    assert fair.step_paths() == SupernetModule(net, 5, seed=3).step_paths()  # a resumed run repeats the path
+    assert fair.step_paths() != SupernetModule(net, 5, seed=4).step_paths()
     largest, smallest, _ = SupernetModule(net, 5, sampling="sandwich").step_paths()
-    assert largest == net.sample(random.Random(0), "largest") and smallest == net.sample(random.Random(0), "smallest")
-    assert sum(b.repeats for b in largest.blocks) > sum(b.repeats for b in smallest.blocks)
+    assert largest.arch == net.sample(random.Random(0), "largest")
+    assert smallest.arch == net.sample(random.Random(0), "smallest") and not smallest.blends
+    assert sum(b.repeats for b in largest.arch.blocks) > sum(b.repeats for b in smallest.arch.blocks)
     with pytest.raises(ConfigError, match="supernet.sampling"):
         SupernetModule(net, 5, sampling="greedy")
+    with pytest.raises(ConfigError, match="supernet.warmup"):
+        SupernetModule(net, 5, warmup=1.5)
+
+
+def test_fair_sampling_trains_each_weight_family_equally_often():
+    net = Supernet(SpaceConfig(**TINY))  # conv, dsconv and mbconv weights; mbconv3 and mbconv6 share theirs
+    for rule, mbconv_share in (("uniform", 0.5), ("fair", 1 / 3)):
+        rng = random.Random(0)
+        ops = [block.op for _ in range(2000) for block in net.sample(rng, rule).blocks]
+        assert abs(ops.count("mbconv") / len(ops) - mbconv_share) < 0.02, rule
+        assert abs(ops.count("conv") / len(ops) - (1 - mbconv_share) / 2) < 0.02, rule
+
+
+def test_a_warm_path_blends_every_family_at_the_largest_settings_and_a_cold_one_is_a_plain_sample():
+    net = Supernet(SpaceConfig(**TINY))
+    warm = net.training_path(random.Random(0), "fair", warm=1.0)
+    assert [index for index, _ in warm.blends] == list(range(len(net.choices)))
+    for (_, others), block, choices in zip(warm.blends, warm.arch.blocks, net.choices):
+        assert sorted([block.op, *others]) == ["conv", "dsconv", "mbconv"]  # its own family and both others
+        assert (block.kernel, block.se_ratio, block.out_filters, block.skip) == (
+            max(choices["kernel"]), max(choices["se_ratio"]), max(choices["filters"]), "pool")
+    assert len({net.training_path(random.Random(seed), "fair", 1.0).arch.blocks[1].repeats for seed in range(20)}) > 1
+    half = [len(others) for seed in range(200) for _, others in net.training_path(random.Random(seed), "fair", 0.5).blends]
+    assert 1 in half and 2 in half  # part-way through the warm-up, random subsets of the other families
+    cold = net.training_path(random.Random(0), "fair", warm=0.0)
+    assert not cold.blends and cold.arch == net.sample(random.Random(0), "fair")
+
+
+def test_a_blended_layer_is_the_mean_of_its_families_plus_the_skip():
+    torch.manual_seed(0)
+    net = scrambled(Supernet(SpaceConfig(**TINY)))
+    block = dataclasses.replace(net.sample(random.Random(0), "largest").blocks[2], skip="identity")
+    slot, x = net.blocks[2][1], torch.randn(2, block.out_filters, 4, 4)  # a stride-1 position: identity residual
+    block = dataclasses.replace(block, op="dsconv", expand=1)
+    with torch.no_grad():
+        families = [slot(x, dataclasses.replace(block, op=op, expand=expand)) - x
+                    for op, expand in (("conv", 1), ("dsconv", 1), ("mbconv", 6))]
+        torch.testing.assert_close(slot(x, block, blend=("conv", "mbconv")), torch.stack(families).mean(0) + x)
+        torch.testing.assert_close(slot(x, block, blend=("mbconv",)), (families[1] + families[2]) / 2 + x)
+        arch = net.sample(random.Random(1))
+        images = torch.randn(2, 3, 16, 16)
+        others = tuple(op for op in net.families if op != arch.blocks[0].op)
+        assert not torch.allclose(net(images, arch, blends=[(0, others)]), net(images, arch))
+
+
+def test_supernet_training_steps_on_full_batches_only(tmp_path):
+    from pytorch_lightning.callbacks import Callback
+
+    from evaluators.data import DigitsDataModule
+    from evaluators.supernet_train import train_supernet
+
+    datamodule = DigitsDataModule(resolution=16, batch_size=500)  # 1,347 training images: 2 full batches and 347
+    sizes: list[int] = []
+
+    class BatchSizes(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            sizes.append(len(batch[1]))
+
+    train_supernet(SpaceConfig(**{**TINY, "num_classes": 10}), datamodule, tmp_path, epochs=1, limit_val_batches=1,
+                   callbacks=[BatchSizes()])
+    assert sizes == [500, 500]
+    assert not datamodule.drop_last_train and len(datamodule.train_dataloader()) == 3  # proxy training keeps them
