@@ -149,9 +149,10 @@ def main() -> None:
                                             - reward(result["accuracy"] - result["spread"] / 2, result["latency_ms"]))
         rows.append(row)
         print(f"seed {seed}: wall-clock multi-trial {row['multi_seconds']:.0f} s, supernet search "
-              f"{row['supernet_seconds']:.0f} s ({row['multi_seconds'] / row['supernet_seconds']:.1f}x faster; goal 5x)"
+              f"{row['supernet_seconds']:.0f} s (multi-trial / supernet {row['multi_seconds'] / row['supernet_seconds']:.2f}"
+              "; goal >= 5)"
               f"; image passes {row['multi_passes']:.3g} vs {row['supernet_passes']:.3g} "
-              f"({row['multi_passes'] / row['supernet_passes']:.1f}x fewer)", flush=True)
+              f"(multi-trial / supernet {row['multi_passes'] / row['supernet_passes']:.2f})", flush=True)
         print(f"  best reward: multi-trial {row['multi_best']:.4f} (as searched), supernet search "
               f"{row['supernet_best_confirmed']:.4f} (confirmed); both winners re-trained on 2 fresh seeds: "
               f"{row['multi_again']:.4f} (seed spread {row['multi_again_spread']:.4f}) vs {row['supernet_again']:.4f} "

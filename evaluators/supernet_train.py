@@ -37,16 +37,26 @@ SAMPLINGS = ("fair", "uniform", "sandwich")
 FINAL_NAME, LAST_NAME = "supernet.pt", "last.ckpt"
 
 
+def check_sampling(sampling: str, warmup: float) -> None:
+    """`supernet.sampling` and `supernet.warmup`, refused in one line each."""
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"supernet.sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup <= 1.0:
+        raise ConfigError(f"supernet.warmup must be a fraction of the training in [0, 1], got {warmup!r}")
+
+
+def check_epochs(epochs: Any) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"supernet.epochs must be a positive integer, got {epochs!r}")
+
+
 class SupernetModule(ClassificationModule):
     """`ClassificationModule` whose model is a `Supernet`: one (or, sandwich, three) sampled paths per step;
     validation runs the largest path (a progress signal only: the shared BN statistics mix every path)."""
 
     def __init__(self, supernet: Supernet, num_classes: int, *, sampling: str = "fair", warmup: float = 0.5,
                  seed: int = 0, **optimization: Any) -> None:
-        if sampling not in SAMPLINGS:
-            raise ConfigError(f"supernet.sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup <= 1.0:
-            raise ConfigError(f"supernet.warmup must be a fraction of the training in [0, 1], got {warmup!r}")
+        check_sampling(sampling, warmup)
         super().__init__(supernet, num_classes, **optimization)
         self.sampling, self.warmup, self.seed = sampling, float(warmup), int(seed)
         self.largest = TrainingPath(supernet.sample(random.Random(0), "largest"))
@@ -118,8 +128,7 @@ def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, 
     if final.is_file():
         log.info("supernet: reusing %s", final)
         return Supernet.load(final, config)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"supernet.epochs must be a positive integer, got {epochs!r}")
+    check_epochs(epochs)
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     supernet = Supernet(config)

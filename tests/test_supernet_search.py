@@ -88,6 +88,18 @@ def test_a_bad_supernet_checkpoint_is_one_line_before_any_trial(tmp_path):
         assert not (tmp_path / "run" / "trials.jsonl").exists()
 
 
+@pytest.mark.slow
+def test_bad_supernet_training_settings_are_one_line_before_any_trial(tmp_path):
+    cases = {"supernet.warmup=2": "supernet.warmup must be a fraction", "supernet.sampling=greedy": "supernet.sampling",
+             "supernet.epochs=0": "supernet.epochs must be a positive integer"}
+    for setting, words in cases.items():
+        result = run_cli(tmp_path, *TINY, *FAST_SUPERNET, setting, env=ENV, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and words in lines[0], result.stderr[-2000:]
+        assert not (tmp_path / "run" / "trials.jsonl").exists()
+
+
 TRAIN_SCRIPT = """
 import sys, time
 from pytorch_lightning.callbacks import Callback
