@@ -183,7 +183,8 @@ def main() -> None:
                               sampling=args.sampling, warmup=args.warmup, seed=args.supernet_seed,
                               **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
     supernet_info = supernet.training_info  # what the checkpoint carries besides weights
-    print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}, warm-up {args.warmup:g}) in {supernet_info['train_seconds']:.0f} s, "
+    print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}, warm-up {args.warmup:g}) in "
+          f"{supernet_info['train_seconds']:.0f} s, "
           f"{supernet_info['images_seen']} training-image passes (this run: {time.perf_counter() - started:.0f} s); "
           f"last epoch's training loss {supernet_info['history'][-1]['train_loss']:.3f} (uniform guess 2.303)")
 

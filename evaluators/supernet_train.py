@@ -1,11 +1,12 @@
 """Training a supernet once (a LightningModule over the usual datamodules) and scoring one of its paths.
 
 Each training step samples a path: uniformly over the weight families (`fair`, default), uniformly over the
-space's words, or by the sandwich rule (largest + smallest + one fair path, their losses averaged). Over the first
-`warmup` fraction of the steps the path is warmed up with a probability falling linearly from 1 to 0
-(`Supernet.training_path`: other conv-op families blended in, largest kernel/SE/filters, pooling skip). The path of a
-step is a function of (seed, global step), so a resumed run continues the same sequence. Lightning owns the loop: `accelerator`/`devices`/`strategy`/`num_nodes` are
-its own flags (with DDP use `strategy=ddp_find_unused_parameters_true`: a path leaves most weights unused).
+space's words, or by the sandwich rule (largest + smallest + one fair path, their losses averaged). Over the
+first `warmup` fraction of the steps the path is warmed up with a probability falling linearly from 1 to 0
+(`Supernet.training_path`: other conv-op families blended in, largest kernel/SE/filters, pooling skip). The path
+of a step is a function of (seed, global step), so a resumed run continues the same sequence. Lightning owns the
+loop: `accelerator`/`devices`/`strategy`/`num_nodes` are its own flags (with DDP use
+`strategy=ddp_find_unused_parameters_true`: a path leaves most weights unused).
 A killed training resumes from `<directory>/last.ckpt`; a finished one is `<directory>/supernet.pt`.
 """
 
@@ -63,7 +64,7 @@ class SupernetModule(ClassificationModule):
         self.images_seen = 0  # training-image passes: images x paths, the cost unit of bench/supernet.py
 
     def warm_probability(self) -> float:
-        """The chance that a decision takes its warm-up value at this step: 1 at the start, 0 after `warmup`."""
+        """The warm-up probability of this step (`Supernet.training_path`): 1 at the start, 0 after `warmup`."""
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         if self.warmup == 0 or not math.isfinite(total):
             return 0.0
@@ -115,8 +116,8 @@ def full_batches(datamodule: Any) -> Iterator[None]:
 
 
 def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, *, epochs: int = 10,
-                   sampling: str = "fair", warmup: float = 0.5, seed: int = 0, optimizer: str = "adam", lr: float = 0.003,
-                   momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "cosine",
+                   sampling: str = "fair", warmup: float = 0.5, seed: int = 0, optimizer: str = "adam",
+                   lr: float = 0.003, momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "cosine",
                    warmup_epochs: float = 0.0, label_smoothing: float = 0.1, bn_momentum: float | None = 0.1,
                    limit_train_batches: float | None = None, limit_val_batches: float | None = None,
                    precision: str | int = "32-true", accelerator: str = "cpu", devices: Any = 1,
@@ -135,9 +136,8 @@ def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, 
     if bn_momentum is not None:
         set_bn_momentum(supernet, bn_momentum)
     module = SupernetModule(supernet, datamodule.num_classes, sampling=sampling, warmup=warmup, seed=seed,
-                            optimizer=optimizer,
-                            lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-                            warmup_epochs=warmup_epochs, label_smoothing=label_smoothing)
+                            optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                            schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing)
     last = directory / LAST_NAME
     with _quiet_lightning():
         pl.seed_everything(seed, workers=True, verbose=False)
