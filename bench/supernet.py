@@ -12,8 +12,12 @@ accuracy and the stand-alone accuracy averaged over the seeds, over all architec
 top 10 (the ones a search would confirm), and the stand-alone seed-to-seed tau, which bounds what any cheap
 score can reach. Beside it, the peer any cheap score must beat, measured in the same run: a short stand-alone
 proxy training (`--peer-steps` batches, one epoch, the same `train_proxy`) of every architecture, scored by its
-validation accuracy and by its training loss. Then the cost, in training-image passes, of a supernet search
-against a multi-trial one, by the same formula for the demo and the ImageNet preset. Every result is cached under --out, so a killed run
+validation accuracy and by its training loss. With `--finetune-batches K` each architecture is scored after
+K proxy batches of training from its *inherited* weights (the hybrid of the two: does the supernet's start beat
+the peer's random one?), and the tau against every other supernet scored under --out says whether the
+supernet's disagreement with the ground truth is noise (supernets disagree) or bias (they agree). Then the
+cost, in training-image passes, of a supernet search against a multi-trial one, by the same formula for the
+demo and the ImageNet preset. Every result is cached under --out, so a killed run
 continues where it stopped.
 """
 
@@ -139,6 +143,47 @@ def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: An
     return peer
 
 
+def finetuned_score(supernet: Any, arch: Any, datamodule: Any, *, batches: int, lr: float, label_smoothing: float,
+                    calibration_batches: int) -> dict[str, float]:
+    """Validation accuracy (BN recalibrated) and mean training loss of the last 5 of `batches` Adam steps (the proxy's
+    optimizer) taken from the supernet's weights for `arch`; the same batches for every architecture."""
+    import itertools
+
+    import torch
+    import torch.nn.functional as F
+
+    from evaluators.supernet_train import accuracy_of, recalibrate_bn
+
+    model = supernet.extract(arch).train()
+    dataset = datamodule.train_dataloader().dataset
+    batches_of = torch.utils.data.DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True, drop_last=True,
+                                             generator=torch.Generator().manual_seed(1))
+    optimizer, losses = torch.optim.Adam(model.parameters(), lr=lr), []
+    for images, labels in itertools.islice(itertools.cycle(batches_of), batches):
+        loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    calibration = torch.utils.data.DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True,
+                                              generator=torch.Generator().manual_seed(0))
+    recalibrate_bn(model, calibration, calibration_batches)
+    return {"accuracy": accuracy_of(model, datamodule.val_dataloader()), "train_loss": statistics.fmean(losses[-5:])}
+
+
+def agreement(archs: list[Any], scores: dict[str, Any], out: Path, mine: Path) -> dict[str, float]:
+    """Kendall tau between these supernet scores and every other complete `supernet_scores.jsonl` under `out`."""
+    from scipy.stats import kendalltau
+
+    result = {}
+    for other in sorted(out.glob("*/supernet_scores.jsonl")):
+        theirs = cached(other)
+        if other != mine and all(a.key in theirs for a in archs):
+            result[other.parent.name] = kendalltau([scores[a.key]["accuracy"] for a in archs],
+                                                   [theirs[a.key]["accuracy"] for a in archs]).statistic
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", type=int, default=40)
@@ -149,11 +194,18 @@ def main() -> None:
     parser.add_argument("--sampling", default=defaults["sampling"], choices=["fair", "uniform", "sandwich"])
     parser.add_argument("--warmup", type=float, default=defaults["warmup"])
     parser.add_argument("--supernet-seed", type=int, default=0, help="another seed trains another supernet")
+    parser.add_argument("--optimizer", default=defaults["optimizer"], choices=["sgd", "rmsprop", "adam"],
+                        help="the supernet's optimizer (supernet.optimizer)")
+    parser.add_argument("--lr", type=float, default=defaults["lr"], help="the supernet's lr (supernet.lr)")
     parser.add_argument("--standalone-only", action="store_true",
                         help="only train the stand-alone ground truth (cached; another core can train the supernet)")
     parser.add_argument("--peer-steps", type=int, default=20,
                         help="training batches of the short stand-alone peer (0: skip the peer)")
     parser.add_argument("--calibration-batches", type=int, default=5)
+    parser.add_argument("--finetune-batches", type=int, default=0,
+                        help="score after this many training batches from the inherited weights "
+                             "(0: as evaluator=supernet)")
+    parser.add_argument("--finetune-lr", type=float, default=None, help="default: the proxy training's lr")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_supernet")
     parser.add_argument("--quick", action="store_true", help="smoke check: 3 batches per epoch everywhere")
@@ -173,6 +225,8 @@ def main() -> None:
     if args.quick:
         args.out = args.out / "quick"
     out = args.out / f"e{args.supernet_epochs}-{args.sampling}-w{args.warmup:g}-s{args.supernet_seed}"
+    if (args.optimizer, args.lr) != (defaults["optimizer"], defaults["lr"]):
+        out = out.with_name(f"{out.name}-{args.optimizer}{args.lr:g}")
     out.mkdir(parents=True, exist_ok=True)
     if args.standalone_only:
         standalone_truth(sample_archs(config, args.archs), args.out / f"standalone-e{train['epochs']}.jsonl",
@@ -181,7 +235,7 @@ def main() -> None:
     started = time.perf_counter()
     supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
                               sampling=args.sampling, warmup=args.warmup, seed=args.supernet_seed,
-                              **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
+                              optimizer=args.optimizer, lr=args.lr, **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
     supernet_info = supernet.training_info  # what the checkpoint carries besides weights
     print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}, warm-up {args.warmup:g}) in "
           f"{supernet_info['train_seconds']:.0f} s, "
@@ -189,14 +243,23 @@ def main() -> None:
           f"last epoch's training loss {supernet_info['history'][-1]['train_loss']:.3f} (uniform guess 2.303)")
 
     archs = sample_archs(config, args.archs)
-    scores_path, standalone_path = out / "supernet_scores.jsonl", args.out / f"standalone-e{train['epochs']}.jsonl"
+    finetune_lr = train["lr"] if args.finetune_lr is None else args.finetune_lr
+    scores_name = (f"finetuned-{args.finetune_batches}-lr{finetune_lr:g}.jsonl" if args.finetune_batches
+                   else "supernet_scores.jsonl")
+    scores_path, standalone_path = out / scores_name, args.out / f"standalone-e{train['epochs']}.jsonl"
     scores = cached(scores_path)
     score_seconds = []
     for arch in archs:
         if arch.key not in scores:
             t0 = time.perf_counter()
-            _, accuracy = score_path(supernet, arch, datamodule, calibration_batches=args.calibration_batches)
-            scores[arch.key] = {"id": arch.key, "accuracy": accuracy, "seconds": time.perf_counter() - t0}
+            if args.finetune_batches:
+                score = finetuned_score(supernet, arch, datamodule, batches=args.finetune_batches, lr=finetune_lr,
+                                        label_smoothing=train["label_smoothing"],
+                                        calibration_batches=args.calibration_batches)
+            else:
+                score = {"accuracy": score_path(supernet, arch, datamodule,
+                                                calibration_batches=args.calibration_batches)[1]}
+            scores[arch.key] = {"id": arch.key, **score, "seconds": time.perf_counter() - t0}
             append(scores_path, scores[arch.key])
         score_seconds.append(scores[arch.key]["seconds"])
     standalone = standalone_truth(archs, standalone_path, args.seeds, datamodule, train)
@@ -207,7 +270,13 @@ def main() -> None:
           f"epochs, mean of {args.seeds} seeds):")
     for name, value in figures.items():
         print(f"  {name:22s} {value:.3f}")
+    if args.finetune_batches:
+        by_loss = taus([-scores[a.key]["train_loss"] for a in archs], accs, args.top)
+        print(f"  (scored after {args.finetune_batches} training batches from the inherited weights, "
+              f"lr {finetune_lr:g}; by their training loss instead: tau_all {by_loss['tau_all']:.3f})")
     print(f"  goal tau_all >= 0.5: {'met' if figures['tau_all'] >= 0.5 else 'NOT met'}")
+    for name, value in (agreement(archs, scores, args.out, scores_path) if not args.finetune_batches else {}).items():
+        print(f"  tau against the supernet of {name}: {value:.3f}")
     print(f"  supernet accuracy range {min(supernet_acc):.3f}..{max(supernet_acc):.3f}; stand-alone "
           f"{min(map(statistics.fmean, accs)):.3f}..{max(map(statistics.fmean, accs)):.3f}")
     if args.peer_steps:

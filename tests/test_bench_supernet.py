@@ -1,0 +1,49 @@
+"""bench/supernet.py's two diagnostics: supernet-to-supernet agreement and the fine-tuned (hybrid) score."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from bench.supernet import agreement, finetuned_score
+
+
+class Arch:
+    def __init__(self, key: str):
+        self.key = key
+
+
+def write_scores(path, accuracies):
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps({"id": k, "accuracy": v}) + "\n" for k, v in accuracies.items()))
+
+
+def test_agreement_is_tau_against_every_other_complete_supernet(tmp_path):
+    archs = [Arch(k) for k in "abcd"]
+    mine = {k: {"id": k, "accuracy": v} for k, v in zip("abcd", (0.1, 0.2, 0.3, 0.4))}
+    write_scores(tmp_path / "same" / "supernet_scores.jsonl", {"a": 0.5, "b": 0.6, "c": 0.7, "d": 0.8})
+    write_scores(tmp_path / "reversed" / "supernet_scores.jsonl", {"a": 0.8, "b": 0.7, "c": 0.6, "d": 0.5})
+    write_scores(tmp_path / "partial" / "supernet_scores.jsonl", {"a": 0.8})  # not every arch scored: skipped
+    write_scores(tmp_path / "mine" / "supernet_scores.jsonl", {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1})
+    result = agreement(archs, mine, tmp_path, tmp_path / "mine" / "supernet_scores.jsonl")
+    assert result == pytest.approx({"same": 1.0, "reversed": -1.0})
+
+
+def test_a_finetuned_score_trains_a_copy_and_leaves_the_supernet_as_it_was():
+    from evaluators.data import DigitsDataModule
+    from search_spaces.space import SpaceConfig
+    from search_spaces.supernet import Supernet
+
+    config = SpaceConfig(width_mult=0.5, num_classes=10, resolution=32)
+    supernet = Supernet(config).eval()
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    arch = supernet.sample(random.Random(3))
+    score = finetuned_score(supernet, arch, DigitsDataModule(resolution=32), batches=3, lr=0.003,
+                            label_smoothing=0.1, calibration_batches=1)
+    assert 0.0 <= score["accuracy"] <= 1.0 and score["train_loss"] > 0
+    assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())
+    trained = supernet.extract(arch)
+    assert trained.training is False  # the supernet was not switched to training either
