@@ -143,10 +143,10 @@ def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: An
     return peer
 
 
-def finetuned_score(supernet: Any, arch: Any, datamodule: Any, *, batches: int, lr: float, label_smoothing: float,
-                    calibration_batches: int) -> dict[str, float]:
-    """Validation accuracy (BN recalibrated) and mean training loss of the last 5 of `batches` Adam steps (the proxy's
-    optimizer) taken from the supernet's weights for `arch`; the same batches for every architecture."""
+def finetuned_score(supernet: Any, arch: Any, datamodule: Any, *, batches: int, lr: float,
+                    label_smoothing: float, calibration_batches: int) -> dict[str, float]:
+    """Validation accuracy (BN recalibrated) and mean training loss of the last 5 of `batches` Adam steps (the
+    proxy's optimizer) taken from the supernet's weights for `arch`; the same batches for every architecture."""
     import itertools
 
     import torch
@@ -156,8 +156,8 @@ def finetuned_score(supernet: Any, arch: Any, datamodule: Any, *, batches: int, 
 
     model = supernet.extract(arch).train()
     dataset = datamodule.train_dataloader().dataset
-    batches_of = torch.utils.data.DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True, drop_last=True,
-                                             generator=torch.Generator().manual_seed(1))
+    batches_of = torch.utils.data.DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True,
+                                             drop_last=True, generator=torch.Generator().manual_seed(1))
     optimizer, losses = torch.optim.Adam(model.parameters(), lr=lr), []
     for images, labels in itertools.islice(itertools.cycle(batches_of), batches):
         loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
@@ -168,7 +168,8 @@ def finetuned_score(supernet: Any, arch: Any, datamodule: Any, *, batches: int, 
     calibration = torch.utils.data.DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True,
                                               generator=torch.Generator().manual_seed(0))
     recalibrate_bn(model, calibration, calibration_batches)
-    return {"accuracy": accuracy_of(model, datamodule.val_dataloader()), "train_loss": statistics.fmean(losses[-5:])}
+    accuracy = accuracy_of(model, datamodule.val_dataloader())
+    return {"accuracy": accuracy, "train_loss": statistics.fmean(losses[-5:])}
 
 
 def agreement(archs: list[Any], scores: dict[str, Any], out: Path, mine: Path) -> dict[str, float]:
@@ -235,7 +236,8 @@ def main() -> None:
     started = time.perf_counter()
     supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
                               sampling=args.sampling, warmup=args.warmup, seed=args.supernet_seed,
-                              optimizer=args.optimizer, lr=args.lr, **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
+                              optimizer=args.optimizer, lr=args.lr,
+                              **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
     supernet_info = supernet.training_info  # what the checkpoint carries besides weights
     print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}, warm-up {args.warmup:g}) in "
           f"{supernet_info['train_seconds']:.0f} s, "
@@ -275,7 +277,8 @@ def main() -> None:
         print(f"  (scored after {args.finetune_batches} training batches from the inherited weights, "
               f"lr {finetune_lr:g}; by their training loss instead: tau_all {by_loss['tau_all']:.3f})")
     print(f"  goal tau_all >= 0.5: {'met' if figures['tau_all'] >= 0.5 else 'NOT met'}")
-    for name, value in (agreement(archs, scores, args.out, scores_path) if not args.finetune_batches else {}).items():
+    others = {} if args.finetune_batches else agreement(archs, scores, args.out, scores_path)
+    for name, value in others.items():
         print(f"  tau against the supernet of {name}: {value:.3f}")
     print(f"  supernet accuracy range {min(supernet_acc):.3f}..{max(supernet_acc):.3f}; stand-alone "
           f"{min(map(statistics.fmean, accs)):.3f}..{max(map(statistics.fmean, accs)):.3f}")
