@@ -12,9 +12,9 @@ accuracy and the stand-alone accuracy averaged over the seeds, over all architec
 top 10 (the ones a search would confirm), and the stand-alone seed-to-seed tau, which bounds what any cheap
 score can reach. Beside it, the peer any cheap score must beat, measured in the same run: a short stand-alone
 proxy training (`--peer-steps` batches, one epoch, the same `train_proxy`) of every architecture, scored by its
-validation accuracy and by its training loss. With `--finetune-batches K` each architecture is scored after
-K proxy batches of training from its *inherited* weights (the hybrid of the two: does the supernet's start beat
-the peer's random one?), and the tau against every other supernet scored under --out says whether the
+validation accuracy and by its training loss. With `--finetune-batches K` each architecture is scored by the
+peer's short training (K batches, the peer's seed) started from its *inherited* weights (the hybrid of the two:
+does the supernet's start beat the peer's random one?), and the tau against every other supernet scored under --out says whether the
 supernet's disagreement with the ground truth is noise (supernets disagree) or bias (they agree). Then the
 cost, in training-image passes, of a supernet search against a multi-trial one, by the same formula for the
 demo and the ImageNet preset. Every result is cached under --out, so a killed run
@@ -121,6 +121,16 @@ def standalone_truth(archs: list[Any], path: Path, seeds: int, datamodule: Any,
     return standalone
 
 
+def short_training(model: Any, datamodule: Any, train: dict[str, Any], steps: int, seed: int) -> dict[str, float]:
+    """`model` after `steps` batches of the proxy training (`train_proxy`, one epoch, no warm-up): its validation
+    accuracy, training loss and seconds."""
+    from evaluators.accuracy import train_proxy
+
+    result = train_proxy(model, datamodule, seed=seed,
+                         **{**train, "epochs": 1, "limit_train_batches": steps, "warmup_epochs": 0})
+    return {"accuracy": result.accuracy, "train_loss": result.history[-1]["train_loss"], "seconds": result.seconds}
+
+
 def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: Any, train: dict[str, Any],
                         seed: int) -> dict[str, Any]:
     """Validation accuracy and mean training loss of every architecture after `steps` proxy-training batches from
@@ -128,48 +138,23 @@ def short_training_peer(archs: list[Any], path: Path, steps: int, datamodule: An
     ground truth did not use: with the same seed the peer's first steps *are* the ground truth's. Cached."""
     import torch
 
-    from evaluators.accuracy import train_proxy
     from search_spaces.builder import build_model
 
     peer = cached(path)
-    short = {**train, "epochs": 1, "limit_train_batches": steps, "warmup_epochs": 0}
     for arch in archs:
         if arch.key not in peer:
             torch.manual_seed(seed)
-            result = train_proxy(build_model(arch, num_classes=10), datamodule, seed=seed, **short)
-            peer[arch.key] = {"id": arch.key, "accuracy": result.accuracy, "seconds": result.seconds,
-                              "train_loss": result.history[-1]["train_loss"]}
+            peer[arch.key] = {"id": arch.key,
+                              **short_training(build_model(arch, num_classes=10), datamodule, train, steps, seed)}
             append(path, peer[arch.key])
     return peer
 
 
-def finetuned_score(supernet: Any, arch: Any, datamodule: Any, *, batches: int, lr: float,
-                    label_smoothing: float, calibration_batches: int) -> dict[str, float]:
-    """Validation accuracy (BN recalibrated) and mean training loss of the last 5 of `batches` Adam steps (the
-    proxy's optimizer) taken from the supernet's weights for `arch`; the same batches for every architecture."""
-    import itertools
-
-    import torch
-    import torch.nn.functional as F
-
-    from evaluators.supernet_train import accuracy_of, recalibrate_bn
-
-    model = supernet.extract(arch).train()
-    dataset = datamodule.train_dataloader().dataset
-    batches_of = torch.utils.data.DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True,
-                                             drop_last=True, generator=torch.Generator().manual_seed(1))
-    optimizer, losses = torch.optim.Adam(model.parameters(), lr=lr), []
-    for images, labels in itertools.islice(itertools.cycle(batches_of), batches):
-        loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    calibration = torch.utils.data.DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True,
-                                              generator=torch.Generator().manual_seed(0))
-    recalibrate_bn(model, calibration, calibration_batches)
-    accuracy = accuracy_of(model, datamodule.val_dataloader())
-    return {"accuracy": accuracy, "train_loss": statistics.fmean(losses[-5:])}
+def finetuned_score(supernet: Any, arch: Any, datamodule: Any, train: dict[str, Any], steps: int,
+                    seed: int) -> dict[str, float]:
+    """The peer's short training (`short_training`), started from the supernet's weights for `arch` instead of
+    a random initialisation; the supernet itself is left as it was."""
+    return short_training(supernet.extract(arch), datamodule, train, steps, seed)
 
 
 def agreement(archs: list[Any], scores: dict[str, Any], out: Path, mine: Path) -> dict[str, float]:
@@ -246,18 +231,17 @@ def main() -> None:
 
     archs = sample_archs(config, args.archs)
     finetune_lr = train["lr"] if args.finetune_lr is None else args.finetune_lr
-    scores_name = (f"finetuned-{args.finetune_batches}-lr{finetune_lr:g}.jsonl" if args.finetune_batches
-                   else "supernet_scores.jsonl")
+    scores_name = (f"finetuned-{args.finetune_batches}-lr{finetune_lr:g}-seed{args.seeds}.jsonl"
+                   if args.finetune_batches else "supernet_scores.jsonl")
     scores_path, standalone_path = out / scores_name, args.out / f"standalone-e{train['epochs']}.jsonl"
     scores = cached(scores_path)
     score_seconds = []
     for arch in archs:
         if arch.key not in scores:
             t0 = time.perf_counter()
-            if args.finetune_batches:
-                score = finetuned_score(supernet, arch, datamodule, batches=args.finetune_batches, lr=finetune_lr,
-                                        label_smoothing=train["label_smoothing"],
-                                        calibration_batches=args.calibration_batches)
+            if args.finetune_batches:  # the peer's seed, so that only the starting weights differ
+                score = finetuned_score(supernet, arch, datamodule, {**train, "lr": finetune_lr},
+                                        args.finetune_batches, seed=args.seeds)
             else:
                 score = {"accuracy": score_path(supernet, arch, datamodule,
                                                 calibration_batches=args.calibration_batches)[1]}
@@ -274,7 +258,7 @@ def main() -> None:
         print(f"  {name:22s} {value:.3f}")
     if args.finetune_batches:
         by_loss = taus([-scores[a.key]["train_loss"] for a in archs], accs, args.top)
-        print(f"  (scored after {args.finetune_batches} training batches from the inherited weights, "
+        print(f"  (scored after {args.finetune_batches} proxy-training batches from the inherited weights, "
               f"lr {finetune_lr:g}; by their training loss instead: tau_all {by_loss['tau_all']:.3f})")
     print(f"  goal tau_all >= 0.5: {'met' if figures['tau_all'] >= 0.5 else 'NOT met'}")
     others = {} if args.finetune_batches else agreement(archs, scores, args.out, scores_path)

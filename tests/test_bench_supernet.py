@@ -41,8 +41,8 @@ def test_a_finetuned_score_trains_a_copy_and_leaves_the_supernet_as_it_was():
     supernet = Supernet(config).eval()
     before = {k: v.clone() for k, v in supernet.state_dict().items()}
     arch = supernet.sample(random.Random(3))
-    score = finetuned_score(supernet, arch, DigitsDataModule(resolution=32), batches=3, lr=0.003,
-                            label_smoothing=0.1, calibration_batches=1)
+    train = {"lr": 0.003, "optimizer": "adam", "label_smoothing": 0.1}
+    score = finetuned_score(supernet, arch, DigitsDataModule(resolution=32), train, 3, seed=2)
     assert 0.0 <= score["accuracy"] <= 1.0 and score["train_loss"] > 0
     assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())
     trained = supernet.extract(arch)
