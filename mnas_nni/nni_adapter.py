@@ -62,6 +62,13 @@ def quiet_nni_console() -> None:
         # NNI's handler and the root's); our console prints one line per failure, the log file keeps these.
         if record.name == "nni.nas.execution.sequential":
             return False
+        # A resume that grows search.max_trials makes NNI's experiment resume log, at ERROR/WARNING, a
+        # multi-line "Config is found but does not match the current config" diff and "loading will probably
+        # fail": a budget change is expected and the load works; the log file keeps the diff.
+        if record.name in ("nni.nas.experiment.experiment", "nni.experiment.experiment") and (
+                "does not match the current config" in str(record.msg) or "inconsistent config" in str(record.msg)
+                or "will NOT be overridden" in str(record.msg)):
+            return False
         return not (record.name.startswith("nni") and record.levelno < logging.WARNING)
 
     for handler in console_handlers(logging.getLogger("nni")) + console_handlers(logging.getLogger()):

@@ -96,6 +96,26 @@ class TrialLog:
         partial.replace(self.path)
 
 
+def set_aside_torn_tail(path: str | Path) -> Path | None:
+    """A last line cut short by a kill mid-write (no newline after it) is moved to a side file next to the log,
+    so the next record starts on a line of its own; returns the side file, or None when the log ends whole."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with path.open("rb+") as f:
+        data = f.read()
+        whole = data.rfind(b"\n") + 1
+        if whole == len(data):
+            return None
+        side = next(path.with_name(f"{path.name}.torn-{n}") for n in range(1, 10**6)
+                    if not path.with_name(f"{path.name}.torn-{n}").exists())
+        side.write_bytes(data[whole:])
+        f.truncate(whole)
+        f.flush()
+        os.fsync(f.fileno())
+    return side
+
+
 def load_records(path: str | Path) -> list[TrialRecord]:
     """Every complete line of a trial log; a line cut short by a crash is skipped."""
     path = Path(path)

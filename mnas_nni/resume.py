@@ -97,13 +97,17 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
         raise ResumeError(f"search.resume: {key} was {before.get(key)!r} in {run_dir}, now {now.get(key)!r}; a "
                           "resume keeps its run's config (only search.max_trials, search.port and tracking.* may change): "
                           "drop the override, or add search.resume_override=true")
-    if current["search"]["max_trials"] < original["search"]["max_trials"]:
-        raise ResumeError(f"search.resume: search.max_trials may only grow (was {original['search']['max_trials']}, "
-                          f"now {current['search']['max_trials']})")
     merged = dict(original)
-    merged["search"] = {**original["search"], **{k: current["search"][k] for k in current["search"]
-                                                 if f"search.{k}".startswith(RESUME_MAY_CHANGE)}}
-    merged["tracking"] = current["tracking"]
+    # What may change is taken from this command only where it was given: the budget, tracking and port the
+    # run had otherwise (a default on this command is not a wish to change them); resume itself always.
+    merged["search"] = {**original["search"], **{
+        k: current["search"][k] for k in current["search"]
+        if f"search.{k}".startswith(RESUME_MAY_CHANGE) and (k.startswith("resume") or was_given(f"search.{k}"))}}
+    if given is None or "tracking" not in original or any(g.split(".")[0] == "tracking" for g in given):
+        merged["tracking"] = current["tracking"]
+    if merged["search"]["max_trials"] < original["search"]["max_trials"]:
+        raise ResumeError(f"search.resume: search.max_trials may only grow (was {original['search']['max_trials']}, "
+                          f"now {merged['search']['max_trials']})")
     return merged
 
 

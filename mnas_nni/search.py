@@ -17,12 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
 from mnas_nni import nni_adapter, preflight, resume, stopping
+from mnas_nni.run_lock import own_run_dir, release_run_dir
 from mnas_nni.confirm import confirm_count, confirm_top_k
 from mnas_nni.console import ConsoleObserver, keep_file_only_records_off_console
 from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
-from mnas_nni.records import TrialRecord, load_records
+from mnas_nni.records import TrialRecord, load_records, set_aside_torn_tail
 from mnas_nni.tracking import mask_secrets
 from mnas_nni.trial import evaluate_trial
 
@@ -91,12 +92,14 @@ def build_parts(cfg: DictConfig, run_dir: Path | None = None) -> SearchParts:
     resume_state: dict[str, Any] = {}
     if search.get("resume"):  # continue an earlier search in its own run directory, with its own config
         run_dir = resume.find_run_dir(search["resume"], Path.cwd() / "outputs")
+        own_run_dir(run_dir)  # before reading its state: a second resume of it stops here
         resume_state = resume.read_state(run_dir)
         config = resume.resumed_config(run_dir, config, given_overrides())
         cfg = OmegaConf.create(config)
         search = config["search"]
     run_dir = Path(run_dir or run_dir_of(cfg)).resolve()
     preflight.check_folders(run_dir, config["latency"])
+    own_run_dir(run_dir)  # a second search started in this folder is refused in one line
     remote: dict[str, Any] = {}
     if search["execution"] == "remote":  # an unreachable or refusing machine fails here, before anything else
         remote = nni_adapter.prepare_remote(search.get("machines"), nni_manager_ip=search.get("nni_manager_ip"),
@@ -119,11 +122,21 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
                ) -> list[TrialRecord]:
     """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
     parts = build_parts(cfg, run_dir)
+    try:
+        return _run(cfg, parts, observers)
+    finally:
+        release_run_dir(parts.run_dir)
+
+
+def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | None) -> list[TrialRecord]:
     keep_file_only_records_off_console()
     config, search, run_dir = parts.config, parts.config["search"], parts.run_dir
     confirm_k = confirm_count(search, parts.context.evaluator.kind)
     resume.write_config(run_dir, mask_secrets(config))  # a resume takes the masked values from its own command
     trial_log = run_dir / "trials.jsonl"
+    torn = set_aside_torn_tail(trial_log)
+    if torn is not None:
+        print(f"{trial_log.name}: its last line was cut short (a kill mid-write); set aside in {torn}", flush=True)
     previous = load_records(trial_log)
     # The tracker starts first: a server that is down stops the search before the console shows anything.
     group = ObserverGroup(parts.tracker, TrialLogObserver(trial_log),

@@ -1,0 +1,46 @@
+"""One owner per run directory: a search or a resume holds `<run dir>/.owner.lock` for as long as it runs.
+
+The lock is an advisory `flock` on an open file, so the kernel drops it when its process ends in any way
+(`kill -9` included): a lock left by a killed search never blocks the resume that follows. The file keeps the
+holder's pid and command so that a refused second search can name the process to wait for or stop.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+from typing import IO
+
+from mnas_core.errors import ResumeError
+
+LOCK_NAME = ".owner.lock"
+_held: dict[Path, IO[str]] = {}
+
+
+def own_run_dir(run_dir: Path) -> None:
+    """Take the run directory for this process, or fail in one line naming the process that holds it."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        return
+    handle = (run_dir / LOCK_NAME).open("a+", encoding="utf-8")  # not truncated: the holder's pid stays readable
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = " ".join(handle.read().split()) or "another process"
+        handle.close()
+        raise ResumeError(f"{run_dir} is in use by {holder}: one search owns a run directory at a time; "
+                          "wait for it to finish, or stop it (Ctrl-C) and resume then") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} ({' '.join(sys.argv[:1] + sys.argv[1:3])[:120]})\n")
+    handle.flush()
+    _held[run_dir] = handle
+
+
+def release_run_dir(run_dir: Path) -> None:
+    handle = _held.pop(Path(run_dir).resolve(), None)
+    if handle is not None:
+        handle.close()  # closing drops the flock; the file stays, naming the last owner

@@ -1,0 +1,81 @@
+"""A run directory's life: one owner at a time, a resume keeps the run's budget, a torn record is set aside."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tests.cli import FAST, read_trials, run_cli
+
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def cli_args(tmp_path: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "mnas_nni", *FAST, f"latency.cache_path={tmp_path / 'latency.sqlite'}",
+            f"latency.lock_dir={tmp_path / 'locks'}", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+
+
+def test_two_resumes_at_once_run_each_trial_once_and_a_killed_owner_blocks_nothing(tmp_path: Path) -> None:
+    first = run_cli(tmp_path, "strategy=random", "search.max_trials=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    resumes = [subprocess.Popen(cli_args(tmp_path, "strategy=random", "search.max_trials=3",
+                                         f"search.resume={run_dir}"),
+                                cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in resumes]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], [err[-2000:] for _, _, err in results]
+    refused = next(err for code, _, err in results if code == 2)
+    lines = [line for line in refused.splitlines() if line.strip()]
+    assert len(lines) == 1 and "in use by pid" in lines[0], refused[-2000:]
+    trials = read_trials(tmp_path)
+    assert [t["trial"] for t in trials] == [1, 2, 3], trials
+
+    # A holder killed with SIGKILL leaves the lock file, not the lock.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from mnas_nni.run_lock import own_run_dir;"
+         f" own_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(120)"],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True, env=ENV)
+    assert holder.stdout.readline().strip() == "held"
+    blocked = run_cli(tmp_path, "strategy=random", "search.max_trials=3", f"search.resume={run_dir}")
+    assert blocked.returncode == 2 and f"pid {holder.pid}" in blocked.stderr, blocked.stderr[-2000:]
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    again = run_cli(tmp_path, "strategy=random", "search.max_trials=3", f"search.resume={run_dir}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(read_trials(tmp_path)) == 3
+
+
+def test_a_resume_keeps_the_runs_budget_unless_given_and_a_torn_record_is_set_aside(tmp_path: Path) -> None:
+    first = run_cli(tmp_path, "strategy=random", "search.max_trials=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    config = run_dir / "config.resolved.yaml"
+
+    # No search.max_trials on the resume command: the run's own budget of 1, already spent.
+    same = subprocess.run(cli_args(tmp_path, f"search.resume={run_dir}"), cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert len(read_trials(tmp_path)) == 1
+    assert yaml.safe_load(config.read_text())["search"]["max_trials"] == 1
+
+    # A kill mid-write left half a record; the grown resume sets it aside and appends whole records.
+    fragment = '{"trial": 2, "status": "SUCCEEDED", "arch": {"blo'
+    with (run_dir / "trials.jsonl").open("a") as f:
+        f.write(fragment)
+    grown = run_cli(tmp_path, f"search.resume={run_dir}", "search.max_trials=3")
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    output = grown.stdout + grown.stderr
+    assert "does not match the current config" not in output, output[-3000:]
+    side = run_dir / "trials.jsonl.torn-1"
+    assert side.read_text() == fragment and str(side) in output
+    frame = pd.read_json(run_dir / "trials.jsonl", lines=True)
+    assert frame["trial"].tolist() == [1, 2, 3]
+    assert yaml.safe_load(config.read_text())["search"]["max_trials"] == 3
