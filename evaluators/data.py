@@ -436,6 +436,11 @@ class ImageNetDataModule(_ClassificationDataModule):
         self.val_split = val_split
         samples, self.classes = _scan_image_folder(self.root / "train")
         self.num_classes = len(self.classes)
+        if self.num_classes < 2:
+            raise DatasetNotFoundError(
+                f"{self.root / 'train'} holds one class folder ({self.classes[0]}); a classifier needs at least 2: "
+                "point data.root at a folder whose train/ holds a folder per class"
+            )
         if val_split == "val":
             self.train_samples = samples
             self.val_samples = _scan_val_folder(self.root / "val", self.classes)

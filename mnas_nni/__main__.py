@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(2)
     except SearchStopped as stopped:
         run_dir = getattr(stopped, "run_dir", None)
-        print(f"search stopped ({stopped}); resume it with: python -m mnas_nni search.resume={run_dir}",
+        resume = shlex.quote(f"search.resume={run_dir}")  # a folder with a space pastes back as one argument
+        print(f"search stopped ({stopped}); resume it with: python -m mnas_nni {resume}",
               file=sys.stderr)
         sys.exit(stopped.exit_code)
 

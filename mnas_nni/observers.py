@@ -86,23 +86,24 @@ class TrialLogObserver(SearchObserver):
 
 
 class FailureGuard(SearchObserver):
-    """Stops a search whose first `limit` trials all failed for the same reason (numbers aside): every
-    further trial would fail the same way. `stop(reason)` ends the search."""
+    """Stops a search once its last `limit` trials in a row failed for the same reason (numbers aside), at any
+    point of the search: a device lost mid-search or a full disk would fail every further trial the same way.
+    `stop(reason)` ends the search. A success starts the count again."""
 
     def __init__(self, limit: int, stop: Callable[[str], None]):
         self.limit, self.stop = int(limit), stop
         self.reasons: list[str] = []
-        self.succeeded = False
 
     def on_search_start(self, info: SearchInfo) -> None:
-        self.succeeded = self.limit < 1
+        self.reasons = []
 
     def on_trial_end(self, record: TrialRecord) -> None:
-        if self.succeeded:
+        if self.limit < 1:
             return
         if record.ok:
-            self.succeeded = True
+            self.reasons.clear()
             return
         self.reasons.append(record.error or "unknown error")
-        if len(self.reasons) == self.limit and len({re.sub(r"[-+0-9.e]+", "#", r) for r in self.reasons}) == 1:
-            self.stop(f"the first {self.limit} trials all failed: {self.reasons[-1]}")
+        recent = self.reasons[-self.limit:]
+        if len(recent) == self.limit and len({re.sub(r"[-+0-9.e]+", "#", r) for r in recent}) == 1:
+            self.stop(f"{self.limit} trials in a row failed: {recent[-1]}")

@@ -17,13 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
 from mnas_nni import nni_adapter, preflight, resume, stopping
-from mnas_nni.run_lock import own_run_dir, release_run_dir
 from mnas_nni.confirm import confirm_count, confirm_top_k
 from mnas_nni.console import ConsoleObserver, keep_file_only_records_off_console
 from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records, set_aside_torn_tail
+from mnas_nni.run_lock import own_run_dir, release_run_dir
 from mnas_nni.tracking import mask_secrets
 from mnas_nni.trial import evaluate_trial
 

@@ -40,7 +40,7 @@ class SearchStopped(KeyboardInterrupt):
 class StopState:
     signum: int | None = None
     in_trial: bool = False
-    abort_reason: str | None = None  # set when the search stops itself (its first trials all failed)
+    abort_reason: str | None = None  # set when the search stops itself (trials in a row failed for one reason)
     deferring: bool = False  # a finished trial is being recorded: a signal waits until that is done
     pending: int | None = None
 
@@ -116,7 +116,7 @@ def abort(reason: str) -> None:
 
 
 class SearchAborted(MnasNniError):
-    """The search stopped itself: its first trials all failed for the same reason."""
+    """The search stopped itself: its last trials all failed for the same reason."""
 
 
 def raise_if_stopped() -> None:

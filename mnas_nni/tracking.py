@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -196,7 +197,7 @@ def ui_link(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port
     runs = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if tracking_uri.startswith(("http://", "https://")):
         return None, f"{redact_uri(tracking_uri).rstrip('/')}/{runs}"
-    return (f"mlflow ui --backend-store-uri {tracking_uri} --host {host} --port {port}",
+    return (f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} --host {host} --port {port}",
             f"http://{host}:{port}/{runs}")
 
 

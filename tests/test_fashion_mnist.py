@@ -11,7 +11,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from evaluators.fashion_mnist import DEBIAN_FOLDER, IDX_FILES, FashionMnistDataModule, balanced_subset, read_idx
+from evaluators.fashion_mnist import (
+    DEBIAN_FOLDER,
+    IDX_FILES,
+    FashionMnistDataModule,
+    balanced_subset,
+    read_idx,
+)
 from mnas_core.errors import ConfigError, DatasetNotFoundError
 from tests.cli import read_trials, run_cli
 

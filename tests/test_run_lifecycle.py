@@ -40,8 +40,8 @@ def test_two_resumes_at_once_run_each_trial_once_and_a_killed_owner_blocks_nothi
 
     # A holder killed with SIGKILL leaves the lock file, not the lock.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from mnas_nni.run_lock import own_run_dir;"
-         f" own_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(120)"],
+        [sys.executable, "-c", ("import time; from pathlib import Path; from mnas_nni.run_lock import own_run_dir;"
+                                f" own_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(120)")],
         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True, env=ENV)
     assert holder.stdout.readline().strip() == "held"
     blocked = run_cli(tmp_path, "strategy=random", "search.max_trials=3", f"search.resume={run_dir}")
@@ -79,3 +79,50 @@ def test_a_resume_keeps_the_runs_budget_unless_given_and_a_torn_record_is_set_as
     frame = pd.read_json(run_dir / "trials.jsonl", lines=True)
     assert frame["trial"].tolist() == [1, 2, 3]
     assert yaml.safe_load(config.read_text())["search"]["max_trials"] == 3
+
+
+def test_failures_in_a_row_for_one_reason_stop_the_search_after_a_success_too() -> None:
+    from mnas_nni.observers import FailureGuard
+    from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord
+
+    stops: list[str] = []
+    guard = FailureGuard(3, stops.append)
+    lost = "latency device lost: [Errno 111] Connection refused (port 2222)"
+    statuses = [SUCCEEDED, FAILED, FAILED, SUCCEEDED, FAILED, FAILED]
+    for number, status in enumerate(statuses, 1):
+        guard.on_trial_end(TrialRecord(trial=number, status=status, error=lost if status == FAILED else None))
+    assert stops == []  # a success in between starts the count again
+    guard.on_trial_end(TrialRecord(trial=7, status=FAILED, error=lost.replace("2222", "2223")))
+    assert len(stops) == 1 and stops[0].startswith("3 trials in a row failed") and "Connection refused" in stops[0]
+    mixed = FailureGuard(2, stops.append)
+    for number, error in enumerate(["non-finite loss", "out of memory"], 1):
+        mixed.on_trial_end(TrialRecord(trial=number, status=FAILED, error=error))
+    assert len(stops) == 1
+
+
+def test_messages_name_the_thing_to_fix(tmp_path: Path) -> None:
+    import shlex
+    import shutil
+
+    import pytest
+
+    from evaluators.data import ImageNetDataModule
+    from evaluators.latency.cache import LatencyCache
+    from mnas_core.errors import ConfigError, DatasetNotFoundError
+    from mnas_nni.tracking import ui_link
+    from tests.imagenet_folder import WNIDS, write_imagenet_folder
+
+    store = tmp_path / "my runs" / "mlflow.db"
+    command, _ = ui_link(f"sqlite:///{store}", "1")
+    assert shlex.split(command)[3] == f"sqlite:///{store}"  # a folder with a space pastes back whole
+
+    root = write_imagenet_folder(tmp_path / "one class", train_per_class=2, val_per_class=1)
+    for wnid in WNIDS[1:]:
+        shutil.rmtree(root / "train" / wnid)
+    with pytest.raises(DatasetNotFoundError, match="one class folder .*data.root"):
+        ImageNetDataModule(root, resolution=32, holdout=1, num_workers=0)
+
+    damaged = tmp_path / "latency.sqlite"
+    damaged.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match=f"{damaged}.*latency.cache_path"):
+        LatencyCache(damaged)

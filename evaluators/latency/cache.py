@@ -48,8 +48,8 @@ class LatencyCache:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(_SCHEMA)
         except (OSError, sqlite3.DatabaseError) as exc:
-            raise ConfigError(f"cannot use latency cache {self.path} ({exc}); point cache_path at a writable "
-                              "SQLite file or delete the damaged one") from exc
+            raise ConfigError(f"cannot use latency cache {self.path} ({exc}); point latency.cache_path at a "
+                              "writable SQLite file, or delete this damaged one") from exc
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=self.busy_timeout_s)
