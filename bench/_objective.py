@@ -97,8 +97,10 @@ class Naswot:
     the order of evaluation.
     """
 
-    def __init__(self, width: float = 0.5, batch: int = 16, resolution: int = 32):
-        self.width, self.x = width, digits_batch(batch, resolution)
+    def __init__(self, width: float = 0.5, batch: int = 16, resolution: int = 32,
+                 images: torch.Tensor | None = None):
+        self.width = width
+        self.x = digits_batch(batch, resolution) if images is None else images  # other data: its own images
         self._modules: dict[str, nn.Module] = {}
         self._codes: list[torch.Tensor] = []
 

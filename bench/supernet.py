@@ -3,6 +3,7 @@
     flock /tmp/mnas-heavy.lock python -m bench.supernet                      # 40 archs x 2 seeds, 4 proxy epochs
     flock /tmp/mnas-heavy.lock python -m bench.supernet --proxy-epochs 1     # a cheaper ground truth
     taskset -c 0 python -m bench.supernet --standalone-only                  # the ground truth alone, on one core
+    taskset -c 1 python -m bench.supernet --data fashion_mnist --supernet-epochs 8   # against the shipped table
 
 One supernet is trained (`evaluators.supernet_train.train_supernet`, `--supernet-epochs`), then `--archs` random
 architectures of the space are scored twice: by the supernet (inherited weights, BN recalibrated, validation
@@ -172,6 +173,12 @@ def agreement(archs: list[Any], scores: dict[str, Any], out: Path, mine: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="digits", choices=["digits", "fashion_mnist"],
+                        help="fashion_mnist: judge against the ground-truth table (bench/supernet_fashion.py)")
+    parser.add_argument("--table", type=Path, default=ROOT / "bench" / "results" / "ground_truth" / "fashion_mnist.csv",
+                        help="--data fashion_mnist: the ground-truth table")
+    parser.add_argument("--random", type=int, default=40, help="--data fashion_mnist: the table's --random")
+    parser.add_argument("--spread", type=int, default=12, help="--data fashion_mnist: the table's --spread")
     parser.add_argument("--archs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--proxy-epochs", type=int, default=None, help="default: conf/train/default.yaml")
@@ -199,6 +206,10 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
 
+    if args.data == "fashion_mnist":
+        from bench.supernet_fashion import run
+
+        return run(args)
     from evaluators.data import DigitsDataModule
     from evaluators.supernet_train import score_path, train_supernet
     from search_spaces.space import SpaceConfig
