@@ -22,8 +22,15 @@ def config_dir() -> str:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from mnas_nni.hydra_files import mask_hydra_copies
     from mnas_nni.search import run_search
     from mnas_nni.stopping import SearchStopped
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir:  # Hydra wrote its copies of the config, secrets as typed: mask them at once
+        mask_hydra_copies(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
 
     try:
         run_search(cfg)

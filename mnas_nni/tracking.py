@@ -12,6 +12,7 @@ faults are retried and then logged as warnings.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -217,12 +219,26 @@ def store_creation_lock(tracking_uri: str) -> Iterator[None]:
         yield
 
 
+def health_request(uri: str) -> urllib.request.Request:
+    """GET <uri>/health; credentials in the URI (`http://user:pass@host`) go in a Basic auth header, since
+    urllib reads `user:pass@host:port` as a host with a non-numeric port."""
+    parts = urllib.parse.urlsplit(uri.rstrip("/") + "/health")
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    return request
+
+
 def check_reachable(uri: str, timeout_s: float = 3.0, fix: str = "start it or set tracking=none") -> None:
     """Raise ConfigError at once when an http(s) tracking server does not answer; other stores pass."""
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+        urllib.request.urlopen(health_request(uri), timeout=timeout_s).close()
     except urllib.error.HTTPError:
         return  # it answered (an auth proxy, an old server without /health): reachable
     except (OSError, ValueError):

@@ -126,3 +126,37 @@ def test_messages_name_the_thing_to_fix(tmp_path: Path) -> None:
     damaged.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match=f"{damaged}.*latency.cache_path"):
         LatencyCache(damaged)
+
+
+def test_hydra_copies_hold_no_secret_and_a_password_in_the_tracking_uri_reaches_the_server(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    from mnas_nni.tracking import check_reachable
+
+    result = run_cli(tmp_path, "strategy=random", "search.max_trials=1",
+                     "search.machines=[{host:h,user:u,ssh_key_file:/keys/SECRETKEY,password:SECRETPW}]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    hydra_dir = tmp_path / "run" / ".hydra"
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        text = (hydra_dir / name).read_text()
+        assert "SECRETPW" not in text and "SECRETKEY" not in text, (name, text[:2000])
+    assert "host: h" in (hydra_dir / "config.yaml").read_text()  # the rest stays as it was
+
+    seen: list[str | None] = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None: ...
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        check_reachable(f"http://alice:pa%40ss@127.0.0.1:{server.server_port}")
+    finally:
+        server.server_close()
+    assert seen == ["Basic YWxpY2U6cGFAc3M="]  # alice:pa@ss
