@@ -20,9 +20,13 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parent.parent / "conf")
 
 
+FAILED_JOBS: list[str] = []  # a sweep's jobs that ended in an error (Hydra's basic launcher runs them in this process)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from mnas_nni.hydra_files import mask_hydra_copies
     from mnas_nni.search import run_search
@@ -36,6 +40,9 @@ def _main(cfg: DictConfig) -> None:
         run_search(cfg)
     except MnasNniError as err:
         print(f"error: {err}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad job of a sweep must not stop the others
+            FAILED_JOBS.append(f"job {hydra_cfg.job.num}: {err}")
+            return
         sys.exit(2)
     except SearchStopped as stopped:
         run_dir = getattr(stopped, "run_dir", None)
@@ -50,6 +57,10 @@ def main() -> None:
 
     exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)
     _main()
+    if FAILED_JOBS:
+        print(f"{len(FAILED_JOBS)} job(s) of the sweep failed ({'; '.join(j.split(':')[0] for j in FAILED_JOBS)})",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -160,3 +160,17 @@ def test_hydra_copies_hold_no_secret_and_a_password_in_the_tracking_uri_reaches_
     finally:
         server.server_close()
     assert seen == ["Basic YWxpY2U6cGFAc3M="]  # alice:pa@ss
+
+
+def test_a_bad_job_of_a_sweep_does_not_stop_the_good_one(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = cli_args(tmp_path, "reward.target_ms=-1,0.2", "strategy=random", "search.max_trials=1",
+                    f"hydra.sweep.dir={sweep}")
+    result = subprocess.run([*args[:3], "--multirun", *args[3:]], cwd=tmp_path, env=ENV, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "target_ms" in errors[0], result.stderr[-3000:]
+    assert "1 job(s) of the sweep failed (job 0)" in result.stderr
+    assert not (sweep / "0" / "trials.jsonl").exists()
+    assert len((sweep / "1" / "trials.jsonl").read_text().splitlines()) == 1
