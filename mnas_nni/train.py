@@ -9,7 +9,9 @@ over any datamodule (`data=digits | cifar10 | imagenet`). The run directory rece
     model/                  the exported model: model.py, arch.json, state_dict.pt, model.onnx (for the devices)
     results.json            final top-1/top-5 of the raw and the EMA weights, per-epoch history
 
-A killed run continues with `retrain.resume=<its run directory>` (Lightning's ckpt_path="last").
+A killed run continues with `retrain.resume=<its run directory>` (Lightning's ckpt_path="last"). The first Ctrl-C
+or SIGTERM saves checkpoints/last.ckpt at the current step, marks the MLflow run KILLED, prints that command and
+exits 130 / 143.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from mnas_core.instantiate import instantiate
 from mnas_nni.__main__ import config_dir
 from mnas_nni.train_support import (
     ArchSource,
+    StopOnSignal,
+    TrainingStopped,
     checkpoint_arch,
     mlflow_logger,
     resolve_arch,
+    resume_command,
     write_outputs,
 )
 
@@ -164,14 +169,23 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequen
         raise ConfigError(f"retrain.checkpoint_every_steps must be a positive integer, got {every!r}")
     checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0,
                                  every_n_train_steps=every)
+    stop = StopOnSignal(last_ckpt)
     try:
-        trainer = pl.Trainer(max_epochs=int(recipe["epochs"]), logger=logger, callbacks=[checkpoint, *callbacks],
+        trainer = pl.Trainer(max_epochs=int(recipe["epochs"]), logger=logger,
+                             callbacks=[checkpoint, *callbacks, stop.callback()],
                              default_root_dir=str(run_dir), log_every_n_steps=min(50, every),
                              num_sanity_val_steps=0, **trainer_flags(recipe))
     except (ValueError, TypeError, RuntimeError, MisconfigurationException) as err:  # Lightning's flag checks
         raise ConfigError(f"retrain.trainer: {' '.join(str(err).split())[:200]} (check retrain.trainer.accelerator, "
                           "devices, strategy and precision)") from None
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        with stop:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except TrainingStopped as stopped:
+        if logger and logger.run_id:  # Lightning marked it FAILED on the way out; a stop on purpose is KILLED
+            logger.experiment.set_terminated(logger.run_id, "KILLED")
+        stopped.run_dir = run_dir
+        raise
     if trainer.global_rank != 0:
         return {}
     results = write_outputs(module, source, run_dir, num_classes, int(recipe["resolution"]), recipe,
@@ -183,18 +197,31 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequen
     return results
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def _main(cfg: DictConfig) -> None:
+def train_from_cli(cfg: DictConfig, overrides: Sequence[str], run_dir: Path | None = None,
+                   callbacks: Sequence[Any] = ()) -> None:
+    """What the command does with a composed config: train, then one line of results; a bad input is one
+    line and exit 2; a stop (Ctrl-C / SIGTERM) saves a checkpoint, prints the resume command, exits 130 / 143."""
     try:
-        results = run_training(cfg)
+        results = run_training(cfg, run_dir=run_dir, callbacks=callbacks)
     except MnasNniError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except TrainingStopped as stopped:
+        print(f"training {stopped} (checkpoint {stopped.checkpoint}); resume it with: "
+              f"{resume_command(overrides, stopped.run_dir or Path.cwd())}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     if results:
         final = results["final"]
         print(f"{results['arch']}: {results['epochs']} epochs, {results['steps']} steps; "
               f"top-1 {final['val_top1']:.4f} (EMA {final['ema_val_top1']:.4f}), "
               f"top-5 {final['val_top5']:.4f} (EMA {final['ema_val_top5']:.4f}); model in {results['model_dir']}")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def _main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    train_from_cli(cfg, list(HydraConfig.get().overrides.task))
 
 
 def main() -> None:

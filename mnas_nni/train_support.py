@@ -1,13 +1,19 @@
 """The parts of `python -m mnas_nni.train` around the Lightning run: where the architecture comes from, which
-MLflow run to log into (nested under the search's), and the files a finished run leaves behind."""
+MLflow run to log into (nested under the search's), the files a finished run leaves behind, and stopping it."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from mnas_core.errors import ArchitectureError, ConfigError
 from search_spaces.arch import ArchSpec
@@ -144,3 +150,61 @@ def write_outputs(module: Any, source: ArchSource, run_dir: Path, num_classes: i
                "weights": {"ema": str(run_dir / "state_dict.pt"), "raw": str(run_dir / "raw_state_dict.pt")}}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+class TrainingStopped(BaseException):
+    """A training stopped on purpose by SIGINT/SIGTERM after saving a checkpoint at `step`. Not a
+    KeyboardInterrupt: Lightning turns that into SystemExit(1) before anything can be saved or reported."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.exit_code = 128 + signum
+        self.run_dir: Path | None = None
+
+
+class StopOnSignal:
+    """The first Ctrl-C or SIGTERM during `fit` asks for a stop; the next training batch's end saves
+    `checkpoint` (optimizer, schedule and loop state at that step) and raises TrainingStopped. A second signal
+    exits at once. Use as a context manager around `trainer.fit`, and `callback()` among the Trainer's."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint at this step, then stopping; press Ctrl-C "
+              "again to exit at once", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def callback(self) -> Any:
+        from pytorch_lightning.callbacks import Callback
+
+        stop = self
+
+        class _SaveAndStop(Callback):
+            def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+                if stop.signum is not None:
+                    trainer.save_checkpoint(stop.checkpoint)
+                    raise TrainingStopped(stop.signum, int(trainer.global_step), stop.checkpoint)
+
+        return _SaveAndStop()
+
+
+def resume_command(overrides: Sequence[str], run_dir: Path) -> str:
+    """The command that continues a stopped training: its own overrides, `retrain.resume` pointing at it."""
+    kept = [o for o in overrides if not o.startswith(("retrain.resume=", "hydra.run.dir="))]
+    return shlex.join(["python", "-m", "mnas_nni.train", *kept, f"retrain.resume={run_dir}"])
