@@ -9,8 +9,8 @@ conf/train/default.yaml): the search preset and the table train alike. The archi
 samples of the demo space (width 0.5, 28 px), `--spread` samples spread evenly over the latency range of a pool of
 2,000 (by the layer table's prediction), MobileNetV2 x0.35..x1.4 and MnasNet-A1/B1/small at the demo's scale
 (bench/pareto.py's scaling). Each is trained on `--seeds` seeds; every finished (architecture, seed) is appended
-to `<out>/<recipe hash>/rows.jsonl` under a file lock; a worker claims each job first (a pid file; a dead
-worker's claim is taken over), so workers on several cores share one table and a killed build continues.
+to `<out>/<recipe hash>/rows.jsonl` under a file lock; a worker holds a flock on each job while it trains it (the
+kernel drops a dead worker's), so workers on several cores share one table and a killed build continues.
 The report measures each architecture's latency on this CPU (onnxruntime, one thread, the core the command is
 pinned to; cached), adds the layer table's prediction, parameters and multiply-adds, writes
 `bench/results/ground_truth/fashion_mnist.csv` and an accuracy-latency PNG, and prints the seed-to-seed Kendall tau
@@ -25,13 +25,12 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import random
 import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "ground_truth"
@@ -123,8 +122,10 @@ def read_rows(path: Path) -> dict[str, dict[str, Any]]:
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """One whole line under an exclusive lock: workers on other cores append to the same file."""
-    with path.open("a") as f:
+    with path.open("a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
+        if f.tell() and (f.seek(f.tell() - 1), f.read(1))[1] != "\n":
+            f.write("\n")  # a torn last line (a kill mid-write) stays alone on its line, ignored when read
         f.write(json.dumps(row) + "\n")
         f.flush()
 
@@ -140,24 +141,17 @@ def train_one(entry: dict[str, Any], seed: int, settings: dict[str, Any], datamo
     return {"accuracy": result.accuracy, "train_loss": result.history[-1]["train_loss"], "seconds": result.seconds}
 
 
-def claim(claims: Path, key: str) -> bool:
-    """Take `key` for this process unless a live process holds it; a claim left by a killed one is taken over."""
+def claim(claims: Path, key: str) -> IO[str] | None:
+    """An exclusive flock on `key`'s claim file, for the worker to hold while it trains that job; None when a live
+    worker holds it. The kernel drops the lock when its worker dies, so a killed worker's job is free again."""
     claims.mkdir(parents=True, exist_ok=True)
-    path = claims / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pid")
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                os.kill(int(path.read_text() or "0"), 0)
-                return False  # a live worker trains it
-            except (ProcessLookupError, ValueError, FileNotFoundError):
-                path.unlink(missing_ok=True)  # its worker was killed: take it over
-                continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
+    handle = (claims / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".lock")).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def train_missing(entries: list[dict[str, Any]], seeds: int, settings: dict[str, Any], out: Path) -> None:
@@ -168,12 +162,18 @@ def train_missing(entries: list[dict[str, Any]], seeds: int, settings: dict[str,
     jobs = [(e, s) for e in entries for s in range(seeds)]  # an architecture's seeds next to each other
     for number, (entry, seed) in enumerate(jobs, 1):
         key = f"{entry['arch'].key}#seed{seed}"
-        if key in read_rows(rows_path) or not claim(out / "claims", key):  # re-read: other workers append
+        if key in read_rows(rows_path):
             continue
-        if datamodule is None:
-            datamodule = FashionMnistDataModule(**settings["data"])
-        result = train_one(entry, seed, settings, datamodule)
-        append_row(rows_path, {"arch": entry["arch"].key, "family": entry["family"], "seed": seed, **result})
+        held = claim(out / "claims", key)
+        if held is None:  # another worker trains it
+            continue
+        with held:
+            if key in read_rows(rows_path):  # finished by another worker between the two looks
+                continue
+            if datamodule is None:
+                datamodule = FashionMnistDataModule(**settings["data"])
+            result = train_one(entry, seed, settings, datamodule)
+            append_row(rows_path, {"arch": entry["arch"].key, "family": entry["family"], "seed": seed, **result})
         print(f"  {number}/{len(jobs)} {entry['family']:20s} seed {seed}: {result['accuracy']:.4f} "
               f"({result['seconds']:.0f} s)", flush=True)
 
@@ -286,6 +286,8 @@ def report(entries: list[dict[str, Any]], rows: dict[str, dict[str, Any]], setti
     tau, pairs = seed_tau(rows, keys)
     sampled = [e["arch"].key for e in entries if e["family"] in ("random", "latency_spread")]
     tau_sampled, _ = seed_tau(rows, sampled)
+    if not table:
+        raise SystemExit(f"no finished rows in {cache / 'rows.jsonl'}: train first (python -m bench.ground_truth)")
     accuracies = [row["accuracy"] for row in table]
     hours = sum(row["seconds"] for row in rows.values() if row["arch"] in set(keys)) / 3600
     print(f"\nground truth (recipe {recipe_id}): {len(table)} rows, {len({r['arch'] for r in table})} architectures; "

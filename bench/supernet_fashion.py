@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.ground_truth import architectures, recipe, space_config
+from bench.ground_truth import architectures, recipe, recipe_hash, space_config
 from bench.supernet import append, cached, short_training_peer, supernet_defaults
 
 SAMPLED = ("random", "latency_spread")
@@ -78,9 +78,13 @@ def run(args: Any) -> None:
              if e["family"] in SAMPLED and e["arch"].key in truth]
     if args.quick:
         archs = archs[:12]
-    out = args.out / "fashion_mnist" / f"e{args.supernet_epochs}-{args.sampling}-w{args.warmup:g}-s{args.supernet_seed}"
-    out.mkdir(parents=True, exist_ok=True)
+    # Caches are per recipe (the table's data and proxy training) and per supernet setting, --quick apart.
+    root = args.out / "fashion_mnist" / recipe_hash(settings) / ("quick" if args.quick else "full")
     defaults = supernet_defaults()
+    out = root / f"e{args.supernet_epochs}-{args.sampling}-w{args.warmup:g}-s{args.supernet_seed}"
+    if (args.optimizer, args.lr) != (defaults["optimizer"], defaults["lr"]):
+        out = out.with_name(f"{out.name}-{args.optimizer}{args.lr:g}")
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
                               sampling=args.sampling, warmup=args.warmup, seed=args.supernet_seed,
@@ -105,7 +109,7 @@ def run(args: Any) -> None:
                                        statistics.fmean(scores[a.key]["seconds"] for a in archs)),
     }
     if args.peer_steps:
-        peer_path = args.out / "fashion_mnist" / f"peer-{args.peer_steps}steps-seed{args.seeds}.jsonl"
+        peer_path = root / f"peer-{args.peer_steps}steps-seed{args.seeds}.jsonl"
         peer = short_training_peer(archs, peer_path, args.peer_steps, datamodule, train, seed=args.seeds)
         seconds = statistics.fmean(peer[a.key]["seconds"] for a in archs)
         rows[f"short training, {args.peer_steps} batches: val accuracy"] = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import kornia.augmentation as K
@@ -50,7 +51,7 @@ def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
     try:
         with _open_idx(where) as f:
             data = f.read()
-    except (OSError, EOFError) as exc:  # gzip raises these on truncated or non-gzip input
+    except (OSError, EOFError, zlib.error) as exc:  # gzip raises these on truncated, corrupt or non-gzip input
         raise DatasetNotFoundError(f"{fix} ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != IDX_UBYTE or not 1 <= data[3] <= 3:
         raise DatasetNotFoundError(f"{fix} (bad header: not unsigned-byte idx data)")

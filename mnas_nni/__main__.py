@@ -35,6 +35,8 @@ def _main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.output_subdir:  # Hydra wrote its copies of the config, secrets as typed: mask them at once
         mask_hydra_copies(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # and the sweep's multirun.yaml
+        mask_hydra_copies(Path(hydra_cfg.sweep.dir))
 
     try:
         run_search(cfg)

@@ -13,7 +13,7 @@ import yaml
 
 from mnas_nni.tracking import MASK, SECRET_WORDS, is_secret, mask_secrets, redact_uri
 
-HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
+HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml", "multirun.yaml")  # the last: a sweep's folder
 _OVERRIDE = re.compile(r"^([+~]{0,2}[\w.@/-]+)=(.*)$", re.DOTALL)
 # `password: x` / `ssh_key_file=x` inside an override's value (a list or dict typed on the command line)
 _INLINE_SECRET = re.compile(rf"(\b\w*(?:{'|'.join(SECRET_WORDS)})\w*\s*[:=]\s*)([^,}}\]\s]+)", re.IGNORECASE)

@@ -88,22 +88,30 @@ class TrialLogObserver(SearchObserver):
 class FailureGuard(SearchObserver):
     """Stops a search once its last `limit` trials in a row failed for the same reason (numbers aside), at any
     point of the search: a device lost mid-search or a full disk would fail every further trial the same way.
-    `stop(reason)` ends the search. A success starts the count again."""
+    `stop(reason)` ends the search. A success starts the count again; once a trial has succeeded, failures that
+    depend on the architecture (out of memory, the trial time limit) do not count: smaller ones still fit."""
+
+    ARCH_DEPENDENT = re.compile(r"out of memory|timed? ?out|time limit", re.IGNORECASE)
 
     def __init__(self, limit: int, stop: Callable[[str], None]):
         self.limit, self.stop = int(limit), stop
         self.reasons: list[str] = []
+        self.succeeded = False
 
     def on_search_start(self, info: SearchInfo) -> None:
-        self.reasons = []
+        self.reasons, self.succeeded = [], False
 
     def on_trial_end(self, record: TrialRecord) -> None:
         if self.limit < 1:
             return
         if record.ok:
             self.reasons.clear()
+            self.succeeded = True
             return
-        self.reasons.append(record.error or "unknown error")
+        reason = record.error or "unknown error"
+        if self.succeeded and self.ARCH_DEPENDENT.search(reason):
+            return
+        self.reasons.append(reason)
         recent = self.reasons[-self.limit:]
         if len(recent) == self.limit and len({re.sub(r"[-+0-9.e]+", "#", r) for r in recent}) == 1:
             self.stop(f"{self.limit} trials in a row failed: {recent[-1]}")

@@ -107,6 +107,12 @@ def set_aside_torn_tail(path: str | Path) -> Path | None:
         whole = data.rfind(b"\n") + 1
         if whole == len(data):
             return None
+        try:  # a whole record that only lacks its newline (a hand-edited file) stays
+            json.loads(data[whole:])
+            f.write(b"\n")
+            return None
+        except ValueError:
+            pass
         side = next(path.with_name(f"{path.name}.torn-{n}") for n in range(1, 10**6)
                     if not path.with_name(f"{path.name}.torn-{n}").exists())
         side.write_bytes(data[whole:])

@@ -105,6 +105,11 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
         if f"search.{k}".startswith(RESUME_MAY_CHANGE) and (k.startswith("resume") or was_given(f"search.{k}"))}}
     if given is None or "tracking" not in original or any(g.split(".")[0] == "tracking" for g in given):
         merged["tracking"] = current["tracking"]
+    else:
+        masked = [k for k, v in flatten(merged["tracking"], "tracking.").items() if isinstance(v, str) and ":***@" in v]
+        if masked:
+            raise ResumeError(f"search.resume: {masked[0]} holds a password, masked in {run_dir / CONFIG_FILE}; "
+                              f"give it again on the resume command ({masked[0]}=...)")
     if merged["search"]["max_trials"] < original["search"]["max_trials"]:
         raise ResumeError(f"search.resume: search.max_trials may only grow (was {original['search']['max_trials']}, "
                           f"now {merged['search']['max_trials']})")

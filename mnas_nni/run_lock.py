@@ -24,7 +24,11 @@ def own_run_dir(run_dir: Path) -> None:
     run_dir = Path(run_dir).resolve()
     if run_dir in _held:
         return
-    handle = (run_dir / LOCK_NAME).open("a+", encoding="utf-8")  # not truncated: the holder's pid stays readable
+    try:
+        handle = (run_dir / LOCK_NAME).open("a+", encoding="utf-8")  # not truncated: the holder's pid stays readable
+    except OSError as err:
+        raise ResumeError(f"cannot take {run_dir / LOCK_NAME} ({err.strerror}); the run directory must be "
+                          "writable") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -44,3 +48,9 @@ def release_run_dir(run_dir: Path) -> None:
     handle = _held.pop(Path(run_dir).resolve(), None)
     if handle is not None:
         handle.close()  # closing drops the flock; the file stays, naming the last owner
+
+
+def release_all() -> None:
+    """Every run directory this process holds (a search whose set-up failed after taking its folder)."""
+    for run_dir in list(_held):
+        release_run_dir(run_dir)

@@ -23,7 +23,7 @@ from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
 from mnas_nni.records import TrialRecord, load_records, set_aside_torn_tail
-from mnas_nni.run_lock import own_run_dir, release_run_dir
+from mnas_nni.run_lock import own_run_dir, release_all, release_run_dir
 from mnas_nni.tracking import mask_secrets
 from mnas_nni.trial import evaluate_trial
 
@@ -121,7 +121,11 @@ def build_parts(cfg: DictConfig, run_dir: Path | None = None) -> SearchParts:
 def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[SearchObserver] | None = None
                ) -> list[TrialRecord]:
     """Run one search and return its finished trials (also in `run_dir/trials.jsonl`)."""
-    parts = build_parts(cfg, run_dir)
+    try:
+        parts = build_parts(cfg, run_dir)
+    except BaseException:
+        release_all()  # set-up failed after taking the folder: a sweep's next job may use it
+        raise
     try:
         return _run(cfg, parts, observers)
     finally:

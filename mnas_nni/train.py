@@ -119,7 +119,7 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequen
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.utilities import rank_zero_only
-    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
     from evaluators.retrain import RetrainModule
 
@@ -180,7 +180,12 @@ def run_training(cfg: DictConfig, run_dir: Path | None = None, callbacks: Sequen
                           "devices, strategy and precision)") from None
     try:
         with stop:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            except SIGTERMException:  # Lightning's own SIGTERM stop (during validation); saved in on_exception
+                if stop.saved_step is None:
+                    raise
+                raise stop.stopped() from None
     except TrainingStopped as stopped:
         if logger and logger.run_id:  # Lightning marked it FAILED on the way out; a stop on purpose is KILLED
             logger.experiment.set_terminated(logger.run_id, "KILLED")
@@ -221,7 +226,12 @@ def train_from_cli(cfg: DictConfig, overrides: Sequence[str], run_dir: Path | No
 def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    train_from_cli(cfg, list(HydraConfig.get().overrides.task))
+    from mnas_nni.hydra_files import mask_hydra_copies
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir:  # Hydra's copies of the config hold secrets as typed
+        mask_hydra_copies(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
+    train_from_cli(cfg, list(hydra_cfg.overrides.task))
 
 
 def main() -> None:

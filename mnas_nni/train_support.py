@@ -165,16 +165,24 @@ class TrainingStopped(BaseException):
 
 class StopOnSignal:
     """The first Ctrl-C or SIGTERM during `fit` asks for a stop; the next training batch's end saves
-    `checkpoint` (optimizer, schedule and loop state at that step) and raises TrainingStopped. A second signal
-    exits at once. Use as a context manager around `trainer.fit`, and `callback()` among the Trainer's."""
+    `checkpoint` (optimizer, schedule and loop state at that step) and raises TrainingStopped. Lightning's own
+    SIGTERM path (it stops validation with SIGTERMException) saves the same way, from `on_exception`. A second
+    signal exits at once, except while the checkpoint is written (written beside, then moved over the old one).
+    Use as a context manager around `trainer.fit`, and `callback()` among the Trainer's."""
 
     def __init__(self, checkpoint: Path) -> None:
         self.checkpoint = checkpoint
         self.signum: int | None = None
+        self.saved_step: int | None = None
+        self._saving = False
+        self._exit_after_save: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: object) -> None:
         if self.signum is not None:
+            if self._saving:  # never leave a half-written checkpoint: exit once it is in place
+                self._exit_after_save = signum
+                return
             os._exit(128 + signum)
         self.signum = signum
         print(f"\n{signal.Signals(signum).name}: saving a checkpoint at this step, then stopping; press Ctrl-C "
@@ -190,6 +198,22 @@ class StopOnSignal:
             signal.signal(sig, handler)
         self._previous = {}
 
+    def save(self, trainer: Any) -> None:
+        partial = self.checkpoint.with_name(self.checkpoint.name + ".partial")
+        self._saving = True
+        try:
+            trainer.save_checkpoint(partial)
+            if trainer.is_global_zero:
+                os.replace(partial, self.checkpoint)
+        finally:
+            self._saving = False
+        self.saved_step = int(trainer.global_step)
+        if self._exit_after_save is not None:
+            os._exit(128 + self._exit_after_save)
+
+    def stopped(self) -> TrainingStopped:
+        return TrainingStopped(self.signum or signal.SIGTERM, self.saved_step or 0, self.checkpoint)
+
     def callback(self) -> Any:
         from pytorch_lightning.callbacks import Callback
 
@@ -198,13 +222,19 @@ class StopOnSignal:
         class _SaveAndStop(Callback):
             def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
                 if stop.signum is not None:
-                    trainer.save_checkpoint(stop.checkpoint)
-                    raise TrainingStopped(stop.signum, int(trainer.global_step), stop.checkpoint)
+                    stop.save(trainer)
+                    raise stop.stopped()
+
+            def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+                if stop.signum is not None and not isinstance(exception, TrainingStopped):
+                    stop.save(trainer)  # Lightning stopped the loop itself (SIGTERM during validation)
 
         return _SaveAndStop()
 
 
 def resume_command(overrides: Sequence[str], run_dir: Path) -> str:
     """The command that continues a stopped training: its own overrides, `retrain.resume` pointing at it."""
-    kept = [o for o in overrides if not o.startswith(("retrain.resume=", "hydra.run.dir="))]
+    from mnas_nni.hydra_files import mask_text  # a password typed on the command line is not printed back
+
+    kept = [mask_text(o) for o in overrides if not o.startswith(("retrain.resume=", "hydra.run.dir="))]
     return shlex.join(["python", "-m", "mnas_nni.train", *kept, f"retrain.resume={run_dir}"])

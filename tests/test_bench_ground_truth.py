@@ -3,9 +3,7 @@ share jobs without running one twice, a torn row is ignored; and the supernet be
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
 from pathlib import Path
 
 import pytest
@@ -47,30 +45,36 @@ def test_the_architectures_are_the_same_every_run_with_every_reference() -> None
     assert widths == sorted(widths) and len(set(widths)) == 5
 
 
-def _try_claim(claims: str, key: str, queue) -> None:
-    queue.put(claim(Path(claims), key))
+def _claim_and_report(claims: str, key: str, queue, hold_s: float) -> None:
+    import time
+
+    held = claim(Path(claims), key)
+    queue.put(held is not None)
+    time.sleep(hold_s)
 
 
-def test_a_job_is_claimed_once_among_live_workers_and_taken_over_from_a_dead_one(tmp_path: Path) -> None:
-    claims = tmp_path / "claims"
-    assert claim(claims, "arch#seed0")
-    queue = multiprocessing.get_context("spawn").Queue()
-    worker = multiprocessing.get_context("spawn").Process(target=_try_claim, args=(str(claims), "arch#seed0", queue))
+def _other_worker(claims: Path, key: str, hold_s: float = 0.0) -> tuple[bool, multiprocessing.Process]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    worker = context.Process(target=_claim_and_report, args=(str(claims), key, queue, hold_s))
     worker.start()
+    return queue.get(timeout=60), worker
+
+
+def test_a_job_is_claimed_once_among_live_workers_and_freed_when_its_worker_dies(tmp_path: Path) -> None:
+    claims = tmp_path / "claims"
+    held = claim(claims, "arch#seed0")
+    assert held is not None
+    taken, worker = _other_worker(claims, "arch#seed0")
     worker.join(60)
-    assert queue.get(timeout=5) is False  # this (live) process holds it
-    (held,) = claims.iterdir()
-    held.write_text(str(worker.pid))  # as if that, now dead, worker had claimed it
-    assert not _alive(worker.pid)
-    assert claim(claims, "arch#seed0") and held.read_text() == str(os.getpid())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    assert taken is False  # this live process holds it
+    held.close()
+    taken, worker = _other_worker(claims, "arch#seed0", hold_s=120)
+    assert taken is True
+    assert claim(claims, "arch#seed0") is None  # the other worker holds it now
+    worker.kill()  # SIGKILL: no clean-up runs
+    worker.join(60)
+    assert claim(claims, "arch#seed0") is not None
 
 
 def test_a_torn_last_row_is_ignored_and_later_rows_stay_whole(tmp_path: Path) -> None:
@@ -79,9 +83,9 @@ def test_a_torn_last_row_is_ignored_and_later_rows_stay_whole(tmp_path: Path) ->
     with path.open("a") as f:
         f.write('{"arch": "b", "seed": 0, "accur')  # a kill mid-write
     assert list(read_rows(path)) == ["a#seed0"]
-    path.write_text(path.read_text().rsplit("\n", 1)[0] + "\n")  # what a resume would keep
     append_row(path, {"arch": "b", "seed": 1, "accuracy": 0.7})
-    assert [json.loads(line)["arch"] for line in path.read_text().splitlines()] == ["a", "b"]
+    assert list(read_rows(path)) == ["a#seed0", "b#seed1"]
+    assert path.read_text().splitlines()[1] == '{"arch": "b", "seed": 0, "accur'  # the fragment alone on its line
 
 
 def test_fidelity_counts_the_shared_top_and_the_rank_agreement() -> None:

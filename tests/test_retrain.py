@@ -123,12 +123,14 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_step_count(tmp_path: Path) -
     assert "is a checkpoint of another architecture (mnasnet_small" in line and "mnasnet_a1" in line
 
 
-def test_ctrl_c_mid_epoch_saves_the_step_and_resume_ends_at_the_same_step_count(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_mid_epoch_saves_the_step_and_resume_ends_at_the_same_step_count(tmp_path: Path, signal_name: str,
+                                                                                code: int) -> None:
     settings = ("retrain.epochs=2", "retrain.checkpoint_every_steps=1000")  # 4 steps an epoch; no periodic save
-    stopped = run_and_kill(tmp_path, 3, tmp_path / "stopped", *settings, signal_name="SIGINT")
-    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    stopped = run_and_kill(tmp_path, 3, tmp_path / "stopped", *settings, signal_name=signal_name)
+    assert stopped.returncode == code, stopped.stderr[-2000:]
     line = stopped.stderr.strip().splitlines()[-1]
-    assert "stopped by SIGINT at step 3" in line and "resume it with: python -m mnas_nni.train" in line, line
+    assert f"stopped by {signal_name} at step 3" in line and "resume it with: python -m mnas_nni.train" in line, line
     assert f"retrain.resume={tmp_path / 'stopped'}" in line and "retrain.arch=mnasnet_small" in line
     assert (tmp_path / "stopped" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "stopped" / "results.json").exists()

@@ -94,6 +94,9 @@ def test_failures_in_a_row_for_one_reason_stop_the_search_after_a_success_too() 
     assert stops == []  # a success in between starts the count again
     guard.on_trial_end(TrialRecord(trial=7, status=FAILED, error=lost.replace("2222", "2223")))
     assert len(stops) == 1 and stops[0].startswith("3 trials in a row failed") and "Connection refused" in stops[0]
+    for number in range(8, 12):  # after a success, out-of-memory depends on the architecture: no stop
+        guard.on_trial_end(TrialRecord(trial=number, status=FAILED, error="CUDA out of memory (tried 2.00 GiB)"))
+    assert len(stops) == 1
     mixed = FailureGuard(2, stops.append)
     for number, error in enumerate(["non-finite loss", "out of memory"], 1):
         mixed.on_trial_end(TrialRecord(trial=number, status=FAILED, error=error))
