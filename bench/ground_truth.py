@@ -211,15 +211,12 @@ def measure_latency(entries: list[dict[str, Any]], config: Any, cache: Path) -> 
 def predicted_ms(table: Any, arch: Any, device: Any) -> float:
     """The layer table's prediction; a reference model's layers outside the space are measured and added first,
     as `latency.mode=predict_verify` adds them."""
-    from evaluators.latency.predictor import Meter, MissingLayerError, record_weights
+    from evaluators.latency.predictor import Meter, MissingLayerError, add_measured_layers
 
     try:
         return table.predict(arch)
     except MissingLayerError as err:
-        meter = Meter(device, repeats=table.table.repeats or 1)
-        table.table.layers.update(zip(err.signatures, meter.layers(err.signatures)))
-        record_weights(table.table, err.signatures)
-        table.table.save()
+        add_measured_layers(table.table, err.signatures, Meter(device, repeats=table.table.repeats or 1))
         return table.predict(arch)
 
 

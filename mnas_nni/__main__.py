@@ -20,7 +20,7 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parent.parent / "conf")
 
 
-FAILED_JOBS: list[str] = []  # a sweep's jobs that ended in an error (Hydra's basic launcher runs them in this process)
+FAILED_JOBS: list[int] = []  # a sweep's jobs that ended in an error (Hydra's basic launcher runs them in this process)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -28,22 +28,19 @@ def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from mnas_nni.hydra_files import mask_hydra_copies
+    from mnas_nni.hydra_files import mask_job_copies
     from mnas_nni.search import run_search
     from mnas_nni.stopping import SearchStopped
 
+    mask_job_copies()  # Hydra wrote its copies of the config, secrets as typed: mask them at once
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.output_subdir:  # Hydra wrote its copies of the config, secrets as typed: mask them at once
-        mask_hydra_copies(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
-    if hydra_cfg.mode == RunMode.MULTIRUN:  # and the sweep's multirun.yaml
-        mask_hydra_copies(Path(hydra_cfg.sweep.dir))
 
     try:
         run_search(cfg)
     except MnasNniError as err:
         print(f"error: {err}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad job of a sweep must not stop the others
-            FAILED_JOBS.append(f"job {hydra_cfg.job.num}: {err}")
+            FAILED_JOBS.append(hydra_cfg.job.num)
             return
         sys.exit(2)
     except SearchStopped as stopped:
@@ -60,7 +57,7 @@ def main() -> None:
     exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)
     _main()
     if FAILED_JOBS:
-        print(f"{len(FAILED_JOBS)} job(s) of the sweep failed ({'; '.join(j.split(':')[0] for j in FAILED_JOBS)})",
+        print(f"{len(FAILED_JOBS)} job(s) of the sweep failed ({'; '.join(f'job {n}' for n in FAILED_JOBS)})",
               file=sys.stderr)
         sys.exit(2)
 

@@ -45,3 +45,15 @@ def mask_hydra_copies(hydra_dir: Path) -> None:
         tmp = path.with_name(f".{name}.tmp")
         tmp.write_text(yaml.safe_dump(masked, sort_keys=False))
         os.replace(tmp, path)
+
+
+def mask_job_copies() -> None:
+    """Mask the running Hydra job's copies: its `.hydra/` folder and, in a sweep, the sweep's multirun.yaml."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir:
+        mask_hydra_copies(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        mask_hydra_copies(Path(hydra_cfg.sweep.dir))

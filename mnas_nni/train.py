@@ -226,12 +226,10 @@ def train_from_cli(cfg: DictConfig, overrides: Sequence[str], run_dir: Path | No
 def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from mnas_nni.hydra_files import mask_hydra_copies
+    from mnas_nni.hydra_files import mask_job_copies
 
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.output_subdir:  # Hydra's copies of the config hold secrets as typed
-        mask_hydra_copies(Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir)
-    train_from_cli(cfg, list(hydra_cfg.overrides.task))
+    mask_job_copies()  # Hydra's copies of the config hold secrets as typed
+    train_from_cli(cfg, list(HydraConfig.get().overrides.task))
 
 
 def main() -> None:

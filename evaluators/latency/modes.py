@@ -24,7 +24,7 @@ from torch import nn
 from mnas_core.errors import ConfigError
 
 from .evaluator import LatencyEvaluator
-from .predictor import LatencyPredictor, Meter, MissingLayerError, record_weights
+from .predictor import LatencyPredictor, Meter, MissingLayerError, add_measured_layers
 from .table import LatencyTable, default_table_path
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,7 @@ class PredictedLatency:
 
     def _measure_missing(self, signatures: list[str]) -> None:
         self._check_runtime()
-        self.table.layers.update(zip(signatures, self.meter.layers(signatures)))
-        record_weights(self.table, signatures)
-        self.table.save()
+        add_measured_layers(self.table, signatures, self.meter)
         log.info("measured %d missing layer(s) on %s and added them to %s", len(signatures), self.device.name,
                  self.table.path)
 

@@ -132,6 +132,13 @@ def table_terms(table: LatencyTable, signatures: list[str]) -> Terms:
     return Terms(total, kinds, params)
 
 
+def add_measured_layers(table: LatencyTable, signatures: list[str], meter: Meter) -> None:
+    """Measure `signatures` (layers the table lacks) with `meter` and save them into the table."""
+    table.layers.update(zip(signatures, meter.layers(signatures)))
+    record_weights(table, signatures)
+    table.save()
+
+
 def record_weights(table: LatencyTable, signatures: list[str]) -> None:
     """Count the parameters of every piece the table lacks a count for (a fraction of a second per hundred)."""
     for signature in signatures:
