@@ -38,7 +38,9 @@ def _main(cfg: DictConfig) -> None:
     try:
         run_search(cfg)
     except MnasNniError as err:
-        print(f"error: {err}", file=sys.stderr)
+        run_dir = getattr(err, "run_dir", None)  # a search that stopped itself can be resumed once fixed
+        hint = f"; then resume it with: python -m mnas_nni {shlex.quote(f'search.resume={run_dir}')}" if run_dir else ""
+        print(f"error: {err}{hint}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad job of a sweep must not stop the others
             FAILED_JOBS.append(hydra_cfg.job.num)
             return
@@ -53,8 +55,10 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     from mnas_nni.preflight import exit_if_output_dir_unwritable
+    from mnas_nni.resume import with_run_choices
 
     exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)
+    sys.argv[1:] = with_run_choices(sys.argv[1:], Path(config_dir()), Path.cwd())  # device.key_file=... on a resume
     _main()
     if FAILED_JOBS:
         print(f"{len(FAILED_JOBS)} job(s) of the sweep failed ({'; '.join(f'job {n}' for n in FAILED_JOBS)})",

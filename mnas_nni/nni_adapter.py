@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import json
 import logging
-import os
 import posixpath
 import re
 import shlex
@@ -127,7 +127,7 @@ def experiment_config(execution: str, *, max_trials: int, concurrency: int, work
 
 
 def make_experiment(space, evaluator, strategy, config, on_final_metric, on_training_end, experiment_id=None,
-                    after_training_end=None, stopped=lambda: False):
+                    after_training_end=None, stopped=lambda: False, guarded_write=lambda path, write: write()):
     """A `NasExperiment` whose engine reports every trial's raw final metric and end to us first.
 
     NNI canonicalises a dict final metric to its `default` float before strategies see `model.metric`;
@@ -180,23 +180,34 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
         def save_checkpoint(self) -> None:
             """NNI's own writes config.json and state.ckpt in place (open('w'), torch.save), so a search
             killed while it saves leaves a checkpoint that cannot be loaded; each file is written under a
-            temporary name and renamed."""
-            if stopped():
-                return
+            temporary name and renamed. torch.save reports a full disk as a RuntimeError with no errno, so the
+            state is serialized in memory and written by Python (a full disk is an OSError for
+            `guarded_write`)."""
+            if not stopped():
+                guarded_write(self._checkpoint_directory, self._write_checkpoint)
+
+        def _write_checkpoint(self) -> None:
             import nni
-            from nni.nas.utils.serializer import get_default_serializer
+            from nni.nas.utils.serializer import TorchSerializer, get_default_serializer
+
+            from mnas_nni.disk_space import write_file_atomically
 
             directory = self._checkpoint_directory
             directory.mkdir(parents=True, exist_ok=True)
-            config = directory / ".config.json.tmp"
-            with config.open("w", encoding="utf-8") as f:
-                nni.dump(self.config.json(), fp=f, indent=2)
-            os.replace(config, directory / "config.json")
+            serializer = get_default_serializer()
+            files = {directory / "config.json": nni.dump(self.config.json(), indent=2).encode()}
             if self._engine is not None:
-                serializer = get_default_serializer()
-                serializer.save(self.state_dict(), directory / ".state.ckpt.tmp")
-                os.replace(f"{directory / '.state.ckpt.tmp'}{serializer.suffix}",
-                           f"{directory / 'state.ckpt'}{serializer.suffix}")
+                state = directory / f"state.ckpt{serializer.suffix}"
+                if isinstance(serializer, TorchSerializer):
+                    import torch
+
+                    buffer = io.BytesIO()
+                    torch.save(self.state_dict(), buffer)
+                    files[state] = buffer.getvalue()
+                else:
+                    files[state] = nni.dump(self.state_dict(), indent=2).encode()
+            for path, data in files.items():
+                write_file_atomically(path, data)
 
     return RecordingExperiment(space, evaluator, strategy, config, id=experiment_id)
 

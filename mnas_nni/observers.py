@@ -74,15 +74,21 @@ class ObserverGroup(SearchObserver):
 
 
 class TrialLogObserver(SearchObserver):
-    """Appends each finished trial to `trials.jsonl` in the run directory (the search's durable record)."""
+    """Appends each finished trial to `trials.jsonl` in the run directory (the search's durable record). A full
+    disk stops the search (`stop(reason)`) once the record is saved in the room the run's reserve leaves."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, stop: Callable[[str], None]):
         from mnas_nni.records import TrialLog
 
-        self.log = TrialLog(path)
+        self.log, self.stop = TrialLog(path), stop
 
     def on_trial_end(self, record: TrialRecord) -> None:
-        self.log.append(record)
+        from mnas_nni.disk_space import DiskFull, write_or_stop
+
+        try:
+            write_or_stop(self.log.path, lambda: self.log.append(record), self.stop)
+        except DiskFull as err:  # no reserve left: the search has to stop; this trial runs again on resume
+            self.stop(str(err))
 
 
 class FailureGuard(SearchObserver):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mnas_core.errors import ConfigError, DatasetNotFoundError, one_line
+from mnas_nni.disk_space import free_space, is_disk_full
 
 SAMPLES_DECODED = 4  # training samples read at startup (spread over the split): corrupt files fail here
 
@@ -38,9 +39,13 @@ def check_hydra_output_dir(argv: list[str], cwd: Path) -> None:
         existing = existing.parent
     fix = f"set {key} to a writable folder" if given else f"run from a writable folder or set {key}"
     try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".mnas-write-check-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".mnas-write-check-") as probe:
+            probe.write(b"\0" * 65536)  # a full disk still takes an empty file: write what Hydra's copies need
+            probe.flush()
     except OSError as err:
+        if is_disk_full(err):
+            raise ConfigError(f"the disk of the run folder {folder} is full ({free_space(existing)}); free space, "
+                              f"or set {key} to a folder on another disk") from None
         raise ConfigError(f"the run folder {folder} cannot be created ({existing} takes no new file: "
                           f"{err.strerror or one_line(err)}); {fix}") from None
 

@@ -18,6 +18,7 @@ class TrialRecorder:
         self.observer = observer
         self.next_trial = first_trial
         self.on_recorded = on_recorded  # e.g. checkpoint the strategy
+        self.last_ok: bool | None = None  # the last recorded trial's outcome (None before the first)
         self._recorded: set[int] = set()
         self._ended_without_result: dict[int, tuple[Any, str]] = {}
         self._lock = threading.Lock()
@@ -73,6 +74,7 @@ class TrialRecorder:
                 finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             )
             self.next_trial += 1
+            self.last_ok = record.ok
         with signals_deferred():
             self.observer.on_trial_end(record)
         if self.on_recorded is not None:

@@ -76,11 +76,21 @@ class TrialLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: TrialRecord) -> None:
-        line = json.dumps(_json_safe(record.to_dict()), allow_nan=False)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """One whole line, or (the write failed: a full disk) the log exactly as it was."""
+        line = (json.dumps(_json_safe(record.to_dict()), allow_nan=False) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # unbuffered: no late flush
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(line):
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
     def read(self) -> list[TrialRecord]:
         return load_records(self.path)
@@ -88,11 +98,15 @@ class TrialLog:
     def rewrite(self, records: Iterable[TrialRecord]) -> None:
         """Replace the log by `records` at once (a crash leaves the old log or the new one, never half)."""
         partial = self.path.with_suffix(self.path.suffix + ".partial")
-        with partial.open("w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(_json_safe(record.to_dict()), allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with partial.open("w", encoding="utf-8") as f:
+                for record in records:
+                    f.write(json.dumps(_json_safe(record.to_dict()), allow_nan=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(self.path)
 
 
@@ -120,6 +134,21 @@ def set_aside_torn_tail(path: str | Path) -> Path | None:
         f.flush()
         os.fsync(f.fileno())
     return side
+
+
+def set_aside_failed_after(path: str | Path, trial: int) -> tuple[Path | None, int]:
+    """Failed trials numbered above `trial` move to a side file next to the log (they are run again);
+    returns the side file (None when there were none) and how many moved."""
+    path = Path(path)
+    records = load_records(path)
+    moved = [r for r in records if r.trial > trial and not r.ok]
+    if not moved:
+        return None, 0
+    side = next(path.with_name(f"{path.name}.rerun-{n}") for n in range(1, 10**6)
+                if not path.with_name(f"{path.name}.rerun-{n}").exists())
+    TrialLog(side).rewrite(moved)
+    TrialLog(path).rewrite(r for r in records if r not in moved)
+    return side, len(moved)
 
 
 def load_records(path: str | Path) -> list[TrialRecord]:

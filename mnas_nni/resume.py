@@ -9,11 +9,12 @@ resumed strategy proposes that architecture, its recorded result is replayed ins
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mnas_core.errors import ResumeError
+from mnas_nni.disk_space import write_file_atomically
 from mnas_nni.records import TrialRecord, load_records
 
 STATE_FILE = "resume.json"
@@ -35,6 +36,30 @@ def find_run_dir(value: Any, outputs: Path) -> Path:
     return run_dir
 
 
+INJECTED_CHOICES: list[str] = []  # the run's config-group choices put on a resume's command line: not "given"
+
+
+def with_run_choices(argv: list[str], config_dir: Path, cwd: Path) -> list[str]:
+    """A resume is composed with its run's own config groups (`device=ssh`, `+experiment=fashion`, from the run's
+    .hydra/overrides.yaml), so an override of a key only that group has (`device.key_file=...`) is accepted;
+    a group given on this command line wins. Anything unreadable leaves `argv` as it is (the resume reports it)."""
+    import yaml
+
+    value = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "search.resume"), None)
+    if value is None:
+        return argv
+    try:
+        run_dir = find_run_dir(value, cwd / "outputs")
+        typed = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    except (ResumeError, OSError, yaml.YAMLError):
+        return argv
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv}
+    INJECTED_CHOICES[:] = [o for o in typed if isinstance(o, str) and "=" in o
+                           and (config_dir / o.split("=", 1)[0].lstrip("+")).is_dir()
+                           and o.split("=", 1)[0].lstrip("+") not in given]
+    return [*INJECTED_CHOICES, *argv]
+
+
 def read_state(run_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((run_dir / STATE_FILE).read_text())
@@ -42,18 +67,17 @@ def read_state(run_dir: Path) -> dict[str, Any]:
         raise ResumeError(f"cannot read {run_dir / STATE_FILE} ({err}); the search cannot be resumed") from None
 
 
-def write_state(run_dir: Path, experiment_id: str, checkpointed_trials: int) -> None:
-    tmp = run_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps({"experiment_id": experiment_id, "checkpointed_trials": checkpointed_trials}))
-    os.replace(tmp, run_dir / STATE_FILE)
+def write_state(run_dir: Path, experiment_id: str, checkpointed_trials: int, rerun_failed: bool = False) -> None:
+    """`rerun_failed`: the search stopped itself on failures in a row (a lost device): on resume the failed
+    trials after the checkpoint are set aside and run again."""
+    state = {"experiment_id": experiment_id, "checkpointed_trials": checkpointed_trials, "rerun_failed": rerun_failed}
+    write_file_atomically(run_dir / STATE_FILE, json.dumps(state).encode())
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     import yaml
 
-    tmp = run_dir / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.replace(tmp, run_dir / CONFIG_FILE)
+    write_file_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False).encode())
 
 
 # What a resume may change without changing what a trial means: the budget, where it is tracked, NNI's manager
@@ -83,12 +107,13 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
         return current  # a run from before the file existed: today's config, as before
     if current["search"].get("resume_override"):
         return current
-    original = _unmasked(original, current)
+    def was_given(key: str) -> bool:
+        return given is None or any(key == g or key.startswith(f"{g}.") for g in given)
+
+    original = _unmasked(original, current, was_given)
     before, now = flatten(original), flatten(current)
     allowed = [k for k in set(before) | set(now) if k.startswith(RESUME_MAY_CHANGE)]
     derived = ("search_space.num_classes", "search_space.resolution")  # filled in from the data
-    def was_given(key: str) -> bool:
-        return given is None or any(key == g or key.startswith(f"{g}.") for g in given)
 
     changed = sorted(k for k in set(before) | set(now) if k not in allowed and k not in derived
                      and was_given(k) and before.get(k) != now.get(k))
@@ -105,26 +130,39 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
         if f"search.{k}".startswith(RESUME_MAY_CHANGE) and (k.startswith("resume") or was_given(f"search.{k}"))}}
     if given is None or "tracking" not in original or any(g.split(".")[0] == "tracking" for g in given):
         merged["tracking"] = current["tracking"]
-    else:
-        masked = [k for k, v in flatten(merged["tracking"], "tracking.").items() if isinstance(v, str) and ":***@" in v]
-        if masked:
-            raise ResumeError(f"search.resume: {masked[0]} holds a password, masked in {run_dir / CONFIG_FILE}; "
-                              f"give it again on the resume command ({masked[0]}=...)")
+    masked = masked_keys(merged)
+    if masked:  # secrets are never stored: a resume is given each one again
+        raise ResumeError(f"search.resume: {masked[0]} is masked in {run_dir / CONFIG_FILE} (secrets and key paths "
+                          f"are never stored); give it again on the resume command: {masked[0]}=...")
     if merged["search"]["max_trials"] < original["search"]["max_trials"]:
         raise ResumeError(f"search.resume: search.max_trials may only grow (was {original['search']['max_trials']}, "
                           f"now {merged['search']['max_trials']})")
     return merged
 
 
-def _unmasked(original: Any, current: Any) -> Any:
-    """The run's config with each secret the file holds masked (`***`) taken from today's config."""
+def is_masked(value: Any) -> bool:
+    return isinstance(value, str) and (value == "***" or ":***@" in value)  # tracking.MASK, a URI's password
+
+
+def _unmasked(original: Any, current: Any, given: Callable[[str], bool], prefix: str = "") -> Any:
+    """The run's config with each secret the file holds masked (`***`) taken from today's config where this
+    command gave it (elsewhere today's value is a default, not the run's secret: it stays masked)."""
     if isinstance(original, dict):
         current = current if isinstance(current, dict) else {}
-        return {k: _unmasked(v, current.get(k)) for k, v in original.items()}
+        return {k: _unmasked(v, current.get(k), given, f"{prefix}{k}.") for k, v in original.items()}
     if isinstance(original, list):  # e.g. search.machines: a list of machines, each with its key file
         current = current if isinstance(current, list) and len(current) == len(original) else [None] * len(original)
-        return [_unmasked(v, c) for v, c in zip(original, current)]
-    return current if original == "***" else original
+        return [_unmasked(v, c, given, f"{prefix}{i}.") for i, (v, c) in enumerate(zip(original, current))]
+    return current if is_masked(original) and given(prefix.rstrip(".")) else original
+
+
+def masked_keys(config: Any, prefix: str = "") -> list[str]:
+    """Every key (`device.key_file`, `search.machines.0.ssh_key_file`) whose value is still masked."""
+    if isinstance(config, dict):
+        return [k for key, v in config.items() for k in masked_keys(v, f"{prefix}{key}.")]
+    if isinstance(config, list):
+        return [k for i, v in enumerate(config) for k in masked_keys(v, f"{prefix}{i}.")]
+    return [prefix.rstrip(".")] if is_masked(config) else []
 
 
 def arch_key(arch: dict[str, Any] | None) -> str:

@@ -16,13 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
-from mnas_nni import nni_adapter, preflight, resume, stopping
+from mnas_nni import disk_space, nni_adapter, preflight, resume, stopping
 from mnas_nni.confirm import confirm_count, confirm_top_k
 from mnas_nni.console import ConsoleObserver, keep_file_only_records_off_console
 from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
 from mnas_nni.recorder import TrialRecorder
-from mnas_nni.records import TrialRecord, load_records, set_aside_torn_tail
+from mnas_nni.records import TrialRecord, load_records, set_aside_failed_after, set_aside_torn_tail
 from mnas_nni.run_lock import own_run_dir, release_all, release_run_dir
 from mnas_nni.tracking import mask_secrets
 from mnas_nni.trial import evaluate_trial
@@ -45,7 +45,8 @@ def given_overrides() -> list[str] | None:
 
     if not HydraConfig.initialized():
         return None
-    return [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    return [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task
+            if o not in resume.INJECTED_CHOICES]  # the run's own groups, put there for the resume
 
 
 def check_search_settings(search: dict[str, Any]) -> None:
@@ -127,8 +128,10 @@ def run_search(cfg: DictConfig, run_dir: Path | None = None, observers: list[Sea
         release_all()  # set-up failed after taking the folder: a sweep's next job may use it
         raise
     try:
+        disk_space.keep_reserve(parts.run_dir)  # a full disk mid-search then loses no finished trial
         return _run(cfg, parts, observers)
     finally:
+        disk_space.release_reserve(parts.run_dir)
         release_run_dir(parts.run_dir)
 
 
@@ -136,16 +139,22 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
     keep_file_only_records_off_console()
     config, search, run_dir = parts.config, parts.config["search"], parts.run_dir
     confirm_k = confirm_count(search, parts.context.evaluator.kind)
-    resume.write_config(run_dir, mask_secrets(config))  # a resume takes the masked values from its own command
+    masked = mask_secrets(config)  # a resume takes the masked values from its own command
+    disk_space.write_or_stop(run_dir / resume.CONFIG_FILE, lambda: resume.write_config(run_dir, masked), stopping.abort)
     trial_log = run_dir / "trials.jsonl"
     torn = set_aside_torn_tail(trial_log)
     if torn is not None:
         print(f"{trial_log.name}: its last line was cut short (a kill mid-write); set aside in {torn}", flush=True)
+    if parts.resume_state.get("rerun_failed"):  # stopped on failures in a row: those trials run again
+        side, moved = set_aside_failed_after(trial_log, parts.resume_state.get("checkpointed_trials", 0))
+        if moved:
+            print(f"{moved} trial(s) that failed before the stop run again (their records: {side})", flush=True)
     previous = load_records(trial_log)
     # The tracker starts first: a server that is down stops the search before the console shows anything.
-    group = ObserverGroup(parts.tracker, TrialLogObserver(trial_log),
+    group = ObserverGroup(parts.tracker, TrialLogObserver(trial_log, stopping.abort),
                           ConsoleObserver(total=search["max_trials"], top_k=search["top_k"]),
-                          FailureGuard(search["stop_after_failures"], stopping.abort), *(observers or []))
+                          FailureGuard(search["stop_after_failures"], lambda reason: stop_for_failures(reason)),
+                          *(observers or []))
     if hasattr(parts.strategy, "on_update"):
         parts.strategy.on_update = lambda stats: group.on_controller_update(int(stats.get("update", 0)), stats)
     start = SearchInfo(
@@ -169,15 +178,31 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
                                                       concurrency=search["concurrency"],
                                                       working_dir=str(run_dir / "nni"), **parts.remote)
 
+    def guarded_write(path: Path, write: Any) -> None:  # a full disk stops the search once this write is made
+        disk_space.write_or_stop(path, write, stopping.abort)
+
+    checkpointed = [parts.resume_state.get("checkpointed_trials", 0)]
+
     def checkpoint(experiment: Any) -> None:
-        experiment.save_checkpoint()
-        resume.write_state(run_dir, experiment.id, recorder.next_trial - 1)
+        if recorder.last_ok is False:  # after a success only: failures in a row that stop the search run again
+            return
+        with stopping.signals_deferred():  # a stop waits until the checkpoint and resume.json agree
+            experiment.save_checkpoint()
+            checkpointed[0] = recorder.next_trial - 1
+            guarded_write(run_dir / resume.STATE_FILE, lambda: resume.write_state(run_dir, experiment.id, checkpointed[0]))
+
+    def stop_for_failures(reason: str) -> None:
+        guarded_write(run_dir / resume.STATE_FILE,
+                      lambda: resume.write_state(run_dir, experiment.id, checkpointed[0], rerun_failed=True))
+        stopping.abort(reason)
 
     experiment = nni_adapter.make_experiment(parts.space, evaluator, parts.strategy, experiment_config,
                                              recorder.on_final_metric, recorder.on_training_end,
                                              experiment_id=parts.resume_state.get("experiment_id"),
-                                             after_training_end=checkpoint, stopped=lambda: stopping.STATE.requested)
-    resume.write_state(run_dir, experiment.id, parts.resume_state.get("checkpointed_trials", 0))
+                                             after_training_end=checkpoint, stopped=lambda: stopping.STATE.requested,
+                                             guarded_write=guarded_write)
+    guarded_write(run_dir / resume.STATE_FILE,
+                  lambda: resume.write_state(run_dir, experiment.id, parts.resume_state.get("checkpointed_trials", 0)))
     with stopping.stop_on_signals() as stop:
         try:
             nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state))
@@ -185,7 +210,14 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
             recorder.flush()
             confirm_top_k(parts.context, trial_log, confirm_k)  # stand-alone training of the top k (mnas_nni/confirm.py)
             check_some_succeeded(load_records(trial_log))
+        except stopping.SearchAborted as err:
+            err.run_dir = run_dir  # type: ignore[attr-defined]
+            raise
         except KeyboardInterrupt as err:
+            if stop.abort_reason is not None:  # the search stopped itself (a full disk, failures in a row)
+                aborted = stopping.SearchAborted(stop.abort_reason)
+                aborted.run_dir = run_dir  # type: ignore[attr-defined]
+                raise aborted from None
             stopped = err if isinstance(err, stopping.SearchStopped) else stopping.SearchStopped(stop.signum or 2)
             stopped.run_dir = run_dir  # type: ignore[attr-defined]
             raise stopped from None
