@@ -58,10 +58,11 @@ class SupernetEvaluator(TrialEvaluator):
         if self.settings.get("checkpoint"):  # a missing or foreign checkpoint fails now, before any trial
             self._supernet = self._load(self.settings["checkpoint"])
         else:  # and so do training settings that would fail the first trial, and every one after it
-            from evaluators.supernet_train import check_epochs, check_sampling
+            from evaluators.supernet_train import check_epochs, check_last_checkpoint, check_sampling
 
             check_epochs(self.settings.get("epochs", 10))
             check_sampling(self.settings.get("sampling", "fair"), self.settings.get("warmup", 0.5))
+            check_last_checkpoint(self.training_dir())
 
     def space_config(self):
         from search_spaces.space import SpaceConfig

@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
 from evaluators.accuracy import ClassificationModule, _check_limit, _quiet_lightning, set_bn_momentum
-from mnas_core.errors import ConfigError, TrialError
+from mnas_core.errors import ConfigError, TrialError, one_line
 from search_spaces.arch import ArchSpec
 from search_spaces.space import SpaceConfig
 from search_spaces.supernet import Supernet, TrainingPath
@@ -115,6 +116,24 @@ def full_batches(datamodule: Any) -> Iterator[None]:
         datamodule.drop_last_train = previous
 
 
+def check_last_checkpoint(directory: str | Path) -> None:
+    """A killed training's `last.ckpt` that cannot be read (cut short by a kill mid-save, a full disk) is one line
+    naming it, not PyTorch's zip error in every trial."""
+    directory = Path(directory)
+    last = directory / LAST_NAME
+    if (directory / FINAL_NAME).is_file() or not last.is_file():
+        return
+    try:
+        with zipfile.ZipFile(last) as archive:  # torch.save's format; a cut file has no central directory
+            damaged = archive.testzip()
+            problem = f"member {damaged} is corrupt" if damaged else None
+    except (zipfile.BadZipFile, OSError) as err:
+        problem = one_line(err, 120)
+    if problem:
+        raise ConfigError(f"the supernet's training checkpoint {last} is damaged ({problem}); delete it to train "
+                          "the supernet from the start")
+
+
 def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, *, epochs: int = 10,
                    sampling: str = "fair", warmup: float = 0.5, seed: int = 0, optimizer: str = "adam",
                    lr: float = 0.003, momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "cosine",
@@ -130,6 +149,7 @@ def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, 
         log.info("supernet: reusing %s", final)
         return Supernet.load(final, config)
     check_epochs(epochs)
+    check_last_checkpoint(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     supernet = Supernet(config)

@@ -106,11 +106,14 @@ def test_failures_in_a_row_for_one_reason_stop_the_search_after_a_success_too() 
 def test_messages_name_the_thing_to_fix(tmp_path: Path) -> None:
     import shlex
     import shutil
+    import sqlite3
 
     import pytest
+    import torch
 
     from evaluators.data import ImageNetDataModule
     from evaluators.latency.cache import LatencyCache
+    from evaluators.latency.result import summarize
     from mnas_core.errors import ConfigError, DatasetNotFoundError
     from mnas_nni.tracking import ui_link
     from tests.imagenet_folder import WNIDS, write_imagenet_folder
@@ -129,6 +132,28 @@ def test_messages_name_the_thing_to_fix(tmp_path: Path) -> None:
     damaged.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match=f"{damaged}.*latency.cache_path"):
         LatencyCache(damaged)
+
+    # A valid header over damaged pages: found when the cache is opened (at startup), not in every trial.
+    pages = tmp_path / "pages.sqlite"
+    cache = LatencyCache(pages)
+    for index in range(300):
+        cache.put(f"arch{index}", "local", "onnxruntime", (1, 3, 32, 32), summarize([0.1, 0.2]))
+    with sqlite3.connect(pages) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(pages.read_bytes())
+    data[4096 * 2:4096 * 4] = b"\xde\xad" * 4096  # pages 3-4: the table's b-tree, the header left whole
+    pages.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=f"{pages}.*damaged.*delete"):
+        LatencyCache(pages)
+
+    # A supernet training's last.ckpt cut short: one line naming the file, before any trial.
+    from evaluators.supernet_train import LAST_NAME, check_last_checkpoint
+
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, tmp_path / LAST_NAME)
+    whole = (tmp_path / LAST_NAME).read_bytes()
+    (tmp_path / LAST_NAME).write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ConfigError, match=f"{tmp_path / LAST_NAME} is damaged.*delete it"):
+        check_last_checkpoint(tmp_path)
 
 
 def test_hydra_copies_hold_no_secret_and_a_password_in_the_tracking_uri_reaches_the_server(tmp_path: Path) -> None:

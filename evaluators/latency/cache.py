@@ -47,9 +47,20 @@ class LatencyCache:
             with closing(self._connect()) as db, db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(_SCHEMA)
-        except (OSError, sqlite3.DatabaseError) as exc:
+                # A valid header over damaged pages opens fine and fails every later query: check them now.
+                problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc) or "readonly" in str(exc):
+                raise ConfigError(f"cannot use latency cache {self.path} ({exc}); point latency.cache_path at a "
+                                  "writable SQLite file") from exc
+            problems = [str(exc)]
+        except OSError as exc:
             raise ConfigError(f"cannot use latency cache {self.path} ({exc}); point latency.cache_path at a "
-                              "writable SQLite file, or delete this damaged one") from exc
+                              "writable SQLite file") from exc
+        if problems != ["ok"]:
+            detail = " ".join("; ".join(problems).replace("*", "").split())[:160]
+            raise ConfigError(f"latency cache {self.path} is damaged ({detail}); delete it (it refills as models are "
+                              "measured) or point latency.cache_path at another file")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=self.busy_timeout_s)
