@@ -69,6 +69,10 @@ def quiet_nni_console() -> None:
                 "does not match the current config" in str(record.msg) or "inconsistent config" in str(record.msg)
                 or "will NOT be overridden" in str(record.msg)):
             return False
+        # Reloading a sequential experiment's checkpointed config warns that its `training_service` (the one NNI
+        # itself filled in when it saved) "will be ignored": twice per resume, about nothing the user set.
+        if record.name == "nni.nas.experiment.config.experiment" and "will be ignored for sequential" in str(record.msg):
+            return False
         return not (record.name.startswith("nni") and record.levelno < logging.WARNING)
 
     for handler in console_handlers(logging.getLogger("nni")) + console_handlers(logging.getLogger()):

@@ -16,6 +16,7 @@ from typing import Any
 from mnas_core.errors import ResumeError
 from mnas_nni.disk_space import write_file_atomically
 from mnas_nni.records import TrialRecord, load_records
+from mnas_nni.tracking_support import MASK
 
 STATE_FILE = "resume.json"
 CONFIG_FILE = "config.resolved.yaml"  # the run's resolved config, the space's class count and resolution filled in
@@ -141,7 +142,7 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
 
 
 def is_masked(value: Any) -> bool:
-    return isinstance(value, str) and (value == "***" or ":***@" in value)  # tracking.MASK, a URI's password
+    return isinstance(value, str) and (value == MASK or f":{MASK}@" in value)  # a key's value, a URI's password
 
 
 def _unmasked(original: Any, current: Any, given: Callable[[str], bool], prefix: str = "") -> Any:

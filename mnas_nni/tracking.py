@@ -6,31 +6,23 @@ the search goes. Child runs: the sampled decisions and block strings as params, 
 metrics and per-epoch training curves; failed trials end FAILED with the reason as a tag.
 
 Every call names its run id explicitly (`MlflowClient`), so trials may be recorded from any callback or
-thread. Only `on_search_start` may raise (an unreachable server stops the search before training); later
-faults are retried and then logged as warnings.
+thread. Only `on_search_start` may raise (an unreachable server stops the search before training). A tracker
+that stops answering later is said once; the trials it misses wait (they are in trials.jsonl) and are sent
+when it answers again - at the latest when the search is resumed - and the end says how many are missing.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import logging
-import math
 import os
 import re
-import shlex
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,219 +33,45 @@ from mnas_core.retry import retry
 from mnas_nni.observers import SearchInfo, SearchObserver
 from mnas_nni.records import TrialRecord, load_records, pareto_front
 from mnas_nni.records import top_k as best_by
+from mnas_nni.tracking_support import (  # noqa: F401 - re-exported: callers import them from here
+    EXPERIMENT_KIND,
+    MASK,
+    MAX_TAG_LENGTH,
+    METRIC_BATCH,
+    PARAM_BATCH,
+    SECRET_WORDS,
+    TRIAL_METRICS,
+    _is_client_error,
+    _is_number,
+    _truncate,
+    arch_params,
+    check_reachable,
+    default_tracking_uri,
+    device_summary,
+    flatten_params,
+    git_commit,
+    health_request,
+    is_secret,
+    mask_secrets,
+    metric_name,
+    redact_uri,
+    resolve_tracking_uri,
+    store_creation_lock,
+    trial_metrics,
+    ui_link,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SECRET_WORDS = ("password", "passphrase", "token", "secret", "key_file", "api_key", "apikey", "private_key")
-MASK = "***"
-PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
-METRIC_BATCH = 1000
-MAX_TAG_LENGTH = 5000
-TRIAL_METRICS = ("accuracy", "latency_ms", "reward", "params", "macs", "duration_seconds", "train_seconds",
-                 "measure_seconds", "latency_predicted_ms", "latency_measured_ms")
-# MLflow 3's UI opens an experiment of this kind on its runs table (not the GenAI trace overview).
-EXPERIMENT_KIND = "mlflow.experimentKind"
-_URI_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/\s:@]+:)[^@\s/]+@")
-_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
-
-
-def _max_param_length() -> int:
-    try:
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
-    except ImportError:  # pragma: no cover - older MLflow
-        return 500
-    return int(MAX_PARAM_VAL_LENGTH)
-
-
-# ---------------------------------------------------------------- pure helpers (no MLflow calls)
-
-def is_secret(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in SECRET_WORDS)
-
-
-def redact_uri(text: str) -> str:
-    """`scheme://user:password@host` -> `scheme://user:***@host` anywhere in `text`."""
-    return _URI_PASSWORD.sub(rf"\g<1>{MASK}@", text)
-
-
-def mask_secrets(value: Any) -> Any:
-    """A copy of a config tree with every secret-looking key's value replaced by `***`."""
-    if isinstance(value, dict):
-        return {k: (MASK if is_secret(str(k)) and v not in (None, "") else mask_secrets(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [mask_secrets(v) for v in value]
-    if isinstance(value, str):
-        return redact_uri(value)
-    return value
-
-
-def metric_name(key: str) -> str:
-    """A name MLflow accepts for a param or metric: safe characters, no empty or dot path segments."""
-    parts = [_BAD_NAME_CHARS.sub("_", part) for part in str(key).split("/")]
-    parts = [p if p not in ("", ".", "..") else "_" for p in parts]
-    return "/".join(parts)[:250]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _param_value(value: Any) -> str:
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=str)
-    return str(value)
-
-
-def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """{'train': {'lr': 0.1}} -> {'train.lr': '0.1'}; lists stay one JSON value; secrets come out masked."""
-    limit = _max_param_length()
-    flat: dict[str, str] = {}
-    for key, value in mask_secrets(config).items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten_params(value, f"{name}."))
-        else:
-            flat[metric_name(name)] = _truncate(_param_value(value), limit)
-    return flat
-
-
-def arch_params(record: TrialRecord) -> dict[str, str]:
-    """The architecture as readable params: each decision (`block3/kernel`) and block string (`arch/block3`)."""
-    params = {metric_name(label): _param_value(value) for label, value in sorted(record.sample.items())}
-    arch = record.arch or {}
-    for key in ("name", "stem_filters", "head_filters", "dropout"):
-        if arch.get(key) is not None:
-            params[f"arch/{key}"] = str(arch[key])
-    for index, block in enumerate(arch.get("blocks", []), start=1):
-        params[f"arch/block{index}"] = block
-    return params
-
-
-def trial_metrics(record: TrialRecord, log_curves: bool = True) -> list[tuple[str, float, int]]:
-    """(key, value, step) of a trial: final metrics at step 0, the latency spread, the per-epoch curves."""
-    metrics: list[tuple[str, float, int]] = []
-
-    def add(key: str, value: Any, step: int = 0) -> None:
-        if _is_number(value):
-            metrics.append((metric_name(key), float(value), step))
-
-    for key in TRIAL_METRICS:
-        add(key, getattr(record, key))
-    for key, value in (record.latency or {}).items():
-        add(f"latency/{key}", value)
-    if log_curves:
-        for index, epoch in enumerate(record.history or []):
-            step = int(epoch.get("epoch", index))
-            for key, value in epoch.items():
-                if key != "epoch":
-                    add(key, value, step)
-    return metrics
-
-
-def device_summary(device: dict[str, Any]) -> str:
-    keys = ("device", "cpu", "runtime", "runtime_version", "threads")
-    parts = [f"{k}={device[k]}" for k in keys if device.get(k) not in (None, "")]
-    return redact_uri(", ".join(parts)) or "unknown"
-
-
-def git_commit(cwd: Path | None = None) -> tuple[str, bool] | None:
-    """(commit, dirty) of the git work tree around `cwd`, or None outside one."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5,
-                              check=False)
-        if head.returncode != 0:
-            return None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip(), bool(status.stdout.strip())
-
-
-def default_tracking_uri(cwd: Path | None = None) -> str:
-    return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """None -> $MLFLOW_TRACKING_URI or ./mlflow.db; a relative SQLite path becomes absolute (cwd may change)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        relative = uri[len("sqlite:///"):]
-        if relative and relative != ":memory:":
-            uri = f"sqlite:///{Path(relative).expanduser().resolve()}"
-    return uri
-
-
-def ui_link(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port: int = 5000
-            ) -> tuple[str | None, str]:
-    """The command that serves a store (None for a server) and the link to an experiment's runs table.
-
-    MLflow 3's UI opens an experiment in its GenAI view whatever the experiment's kind tag says;
-    `workflowType=machine_learning` opens the runs table in model-training mode."""
-    runs = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    if tracking_uri.startswith(("http://", "https://")):
-        return None, f"{redact_uri(tracking_uri).rstrip('/')}/{runs}"
-    return (f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} --host {host} --port {port}",
-            f"http://{host}:{port}/{runs}")
-
-
-@contextmanager
-def store_creation_lock(tracking_uri: str) -> Iterator[None]:
-    """Searches started at once against one new SQLite store would race on MLflow's schema migration (and
-    leave an `_alembic_tmp_*` table that breaks every later start): the first connection is serialised by a
-    file lock beside the database."""
-    if not tracking_uri.startswith("sqlite:///"):
-        yield
-        return
-    from filelock import FileLock
-
-    database = Path(tracking_uri[len("sqlite:///"):])
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(database) + ".lock", timeout=300):
-        yield
-
-
-def health_request(uri: str) -> urllib.request.Request:
-    """GET <uri>/health; credentials in the URI (`http://user:pass@host`) go in a Basic auth header, since
-    urllib reads `user:pass@host:port` as a host with a non-numeric port."""
-    parts = urllib.parse.urlsplit(uri.rstrip("/") + "/health")
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
-    if parts.username is not None:
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-    return request
-
-
-def check_reachable(uri: str, timeout_s: float = 3.0, fix: str = "start it or set tracking=none") -> None:
-    """Raise ConfigError at once when an http(s) tracking server does not answer; other stores pass."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(health_request(uri), timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        return  # it answered (an auth proxy, an old server without /health): reachable
-    except (OSError, ValueError):
-        raise ConfigError(
-            f"MLflow tracking server {redact_uri(uri)} is unreachable; {fix}") from None
-
-
-def _is_client_error(err: Exception) -> bool:
-    """A request MLflow rejected (bad value, param already set): trying again cannot help."""
-    status = getattr(err, "get_http_status_code", lambda: 500)()
-    return isinstance(status, int) and 400 <= status < 500
-
 
 class _GaveUp(Exception):
-    """An MLflow call still failed after every retry; the current hook stops, the search goes on."""
+    """An MLflow call still failed after every retry (or was rejected: `rejected`); the current hook stops, the
+    search goes on."""
+
+    def __init__(self, message: str, rejected: bool = False) -> None:
+        super().__init__(message)
+        self.rejected = rejected
 
 
 # ---------------------------------------------------------------- the observer
@@ -285,6 +103,9 @@ class MlflowTracker(SearchObserver):
         self.run_dir: Path | None = None
         self.records: list[TrialRecord] = []
         self.logged_trials: set[int] = set()
+        self.pending: list[TrialRecord] = []  # finished trials not yet in MLflow, oldest first
+        self.behind = False  # the tracker stopped answering; trials wait in `pending`
+        self._partial: dict[int, str] = {}  # trial -> a child run a failed send left half-written
         self._since_report = 0
         self._lock = threading.RLock()
         self._finished = False
@@ -293,29 +114,48 @@ class MlflowTracker(SearchObserver):
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def reason(err: BaseException) -> str:
-            return redact_uri(str(err).splitlines()[0] if str(err) else repr(err))
+            text = str(err).splitlines()[0] if str(err) else repr(err)
+            errno_text = re.search(r"\[Errno -?\d+\][^\"'()]*", text)  # urllib3's wrapping says it 3 times
+            return redact_uri(errno_text.group(0).strip() if errno_text else text[:200])
 
-        def warn(err: BaseException, attempt: int, delay: float) -> None:
-            log.warning("MLflow tracking: %s failed (%s); retry %d of %d in %.1f s", what, reason(err), attempt,
-                        self.retries, delay)
+        def note(err: BaseException, attempt: int, delay: float) -> None:
+            log.debug("MLflow tracking: %s failed (%s); retry %d of %d in %.1f s", what, reason(err), attempt,
+                      self.retries, delay)
 
         try:  # any MLflow/network fault is retried, then dropped; a request MLflow rejected is dropped at once
             return retry(lambda: fn(*args, **kwargs), retries=self.retries, retry_on=Exception, delay_s=0.5,
-                         max_delay_s=5.0, give_up=_is_client_error, on_retry=warn)
+                         max_delay_s=5.0, give_up=_is_client_error, on_retry=note)
         except Exception as err:
-            raise _GaveUp(f"{what}: {reason(err)}") from err
+            raise _GaveUp(f"{what}: {reason(err)}", rejected=_is_client_error(err)) from err
 
     def _guarded(self, hook: str, body: Callable[[], None]) -> None:
-        """Run a hook body under the lock; a dropped call ends the hook with one warning, never an exception."""
+        """Run a hook body under the lock; a fault ends the hook, never the search. A tracker that stops
+        answering is said once (`behind`); a request it rejected is one warning."""
         if self.client is None or self.parent_run_id is None:
             return
         with self._lock:
+            if self.behind and not self._answers():
+                return
             try:
                 body()
             except _GaveUp as err:
-                log.warning("MLflow tracking (%s) skipped after %d retries: %s", hook, self.retries, err)
+                if err.rejected:
+                    log.warning("MLflow tracking (%s) rejected: %s", hook, err)
+                    return
+                if not self.behind:
+                    log.warning("MLflow tracking at %s stopped answering (%s: %s); trials wait in trials.jsonl and "
+                                "are sent when it answers again", redact_uri(self.tracking_uri), hook, err)
+                self.behind = True
             except Exception as err:  # noqa: BLE001 - tracking must never stop a search
                 log.warning("MLflow tracking (%s) failed: %s", hook, redact_uri(str(err)))
+
+    def _answers(self) -> bool:
+        """One quick look whether a server that stopped answering is back (a store that is not a server: try)."""
+        try:
+            check_reachable(self.tracking_uri, timeout_s=2.0)
+        except ConfigError:
+            return False
+        return True
 
     def _log_batch(self, run_id: str, params: dict[str, str] | None = None,
                    metrics: Iterable[tuple[str, float, int]] = (), tags: dict[str, str] | None = None) -> None:
@@ -372,6 +212,10 @@ class MlflowTracker(SearchObserver):
         log.info("MLflow: experiment %r (id %s), run %s at %s", self.experiment_name, self.experiment_id,
                  self.parent_run_id, redact_uri(self.tracking_uri))
         self._guarded("search start", lambda: self._log_search_config(info))
+        if self.pending:
+            count = len(self.pending)
+            self._guarded("catch-up", self._send_pending)
+            log.info("MLflow: %d trial run(s) missing from the tracker were sent", count - len(self.pending))
 
     def ui_hint(self) -> str | None:
         """Two lines for the terminal: how to open this search in the MLflow UI."""
@@ -420,8 +264,17 @@ class MlflowTracker(SearchObserver):
         self.client.update_run(parent, status="RUNNING")
         children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
                                            max_results=50000)
-        self.logged_trials = {int(r.data.tags["trial"]) for r in children if r.data.tags.get("trial", "").isdigit()}
+        for child in children:
+            trial = child.data.tags.get("trial", "")
+            if not trial.isdigit():
+                continue
+            if child.info.status == "RUNNING":  # a send cut short: replaced by a whole one
+                self._partial[int(trial)] = child.info.run_id
+            else:
+                self.logged_trials.add(int(trial))
         self.records = load_records(info.run_dir / "trials.jsonl")
+        # Trials the tracker missed (it was down, or the search was killed first) are sent now.
+        self.pending = [r for r in self.records if r.trial not in self.logged_trials]
         return parent
 
     def _log_search_config(self, info: SearchInfo) -> None:
@@ -444,12 +297,31 @@ class MlflowTracker(SearchObserver):
     # ----- trials
 
     def on_trial_end(self, record: TrialRecord) -> None:
-        self._guarded(f"trial {record.trial}", lambda: self._log_trial(record))
+        self.records = [r for r in self.records if r.trial != record.trial] + [record]
+        self.pending.append(record)
+        self._guarded(f"trial {record.trial}", self._send_pending)
+
+    def _send_pending(self) -> None:
+        """Every waiting trial, oldest first; one that fails stays first in line."""
+        caught_up = self.behind and bool(self.pending)
+        while self.pending:
+            try:
+                self._log_trial(self.pending[0])
+            except _GaveUp as err:
+                if not err.rejected:
+                    raise
+                log.warning("MLflow tracking (trial %d) rejected: %s", self.pending[0].trial, err)
+            self.pending.pop(0)
+        if self.behind:
+            self.behind = False
+            if caught_up:
+                log.warning("MLflow tracking answers again; the trials it missed were sent")
 
     def _log_trial(self, record: TrialRecord) -> None:
         if record.trial in self.logged_trials:
             return
-        self.records = [r for r in self.records if r.trial != record.trial] + [record]
+        if record.trial in self._partial:  # a send cut short: its half-written run goes, a whole one replaces it
+            self._call("delete a half-sent trial run", self.client.delete_run, self._partial.pop(record.trial))
         end_ms = _timestamp_ms(record.finished_at) or int(time.time() * 1000)
         start_ms = end_ms - int(max(record.duration_seconds, 0.0) * 1000)
         tags = {"mlflow.parentRunId": self.parent_run_id, "trial": str(record.trial), "status": record.status}
@@ -463,15 +335,13 @@ class MlflowTracker(SearchObserver):
             tags["error"] = record.error or "unknown error"
         run = self._call("create trial run", self.client.create_run, self.experiment_id, start_time=start_ms,
                          tags=tags, run_name=f"trial-{record.trial:03d}")
-        run_id = run.info.run_id
+        run_id = self._partial[record.trial] = run.info.run_id
+        self._log_batch(run_id, params=arch_params(record), metrics=trial_metrics(record, self.log_curves))
+        if record.arch:
+            self._call("log arch.json", self.client.log_dict, run_id, record.arch, "arch.json")
+        self._call("end trial run", self.client.set_terminated, run_id, "FINISHED" if record.ok else "FAILED", end_ms)
+        del self._partial[record.trial]
         self.logged_trials.add(record.trial)
-        try:
-            self._log_batch(run_id, params=arch_params(record), metrics=trial_metrics(record, self.log_curves))
-            if record.arch:
-                self._call("log arch.json", self.client.log_dict, run_id, record.arch, "arch.json")
-        finally:  # a child must not stay RUNNING, whatever failed above
-            self._call("end trial run", self.client.set_terminated, run_id,
-                       "FINISHED" if record.ok else "FAILED", end_ms)
         best = best_by(self.records, 1)
         if best:
             self._log_batch(self.parent_run_id, metrics=[("best_reward", float(best[0].reward), record.trial)])
@@ -496,7 +366,12 @@ class MlflowTracker(SearchObserver):
 
     def on_search_end(self, records: list[TrialRecord]) -> None:
         failure = sys.exc_info()[0]  # the runner calls this from `finally`: an exception in flight = crashed
+        self._guarded("catch-up", self._send_pending)
         self._guarded("search end", lambda: self._end_search(list(records) or self.records, failure))
+        if self.behind:
+            log.warning("MLflow tracking at %s is not answering: it is missing %d trial run(s) of this search and "
+                        "its end; resuming the search (search.resume=%s) sends them", redact_uri(self.tracking_uri),
+                        len(self.pending), self.run_dir)
 
     def _end_search(self, records: list[TrialRecord], failure: type[BaseException] | None) -> None:
         self._log_reports(records)

@@ -18,15 +18,21 @@ FAST = [
 ]
 
 
+def cli_args(tmp_path: Path, *overrides: str, fast: bool = True, module: str = "mnas_nni") -> list[str]:
+    """The command line of a search in `tmp_path / "run"`, its latency cache and locks beside it."""
+    return [sys.executable, "-m", module, *(FAST if fast else []),
+            f"latency.cache_path={tmp_path / 'latency.sqlite'}", f"latency.lock_dir={tmp_path / 'locks'}",
+            f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+
+
+def cli_env(env: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+
+
 def run_cli(tmp_path: Path, *overrides: str, fast: bool = True, timeout: float = 600, module: str = "mnas_nni",
             env: dict | None = None) -> subprocess.CompletedProcess:
-    run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", module, *(FAST if fast else []),
-            f"latency.cache_path={tmp_path / 'latency.sqlite'}", f"latency.lock_dir={tmp_path / 'locks'}",
-            f"hydra.run.dir={run_dir}", *overrides]
-    environment = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=environment,
-                          check=False)
+    return subprocess.run(cli_args(tmp_path, *overrides, fast=fast, module=module), capture_output=True, text=True,
+                          timeout=timeout, cwd=tmp_path, env=cli_env(env), check=False)
 
 
 def read_trials(tmp_path: Path) -> list[dict]:

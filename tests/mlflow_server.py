@@ -62,11 +62,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def mlflow_server(folder: str | Path) -> Iterator[str]:
+def mlflow_server(folder: str | Path, port: int | None = None) -> Iterator[str]:
     """Start `mlflow server` on a free loopback port, wait until it answers, yield its URL, stop it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
         sys.executable, "-m", "mlflow", "server",

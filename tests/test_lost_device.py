@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import FAST, read_trials, run_cli
+from tests.cli import cli_args, cli_env, read_trials, run_cli
 from tests.sshd import _wait_for_port, find_sshd, running_sshd
 
 pytestmark = pytest.mark.skipif(find_sshd() is None, reason="sshd not installed (apt-get install openssh-server)")
@@ -25,11 +25,10 @@ def test_a_lost_device_stops_the_search_and_its_failed_trials_run_again_on_resum
                   f"device.user={server.user}", f"device.known_hosts={server.known_hosts}",
                   f"device.python={sys.executable}", f"device.remote_dir={tmp_path / 'remote'}", "device.retries=0"]
         run_dir = tmp_path / "run"
-        args = [sys.executable, "-m", "mnas_nni", *FAST, f"latency.cache_path={tmp_path / 'latency.sqlite'}",
-                f"latency.lock_dir={tmp_path / 'locks'}", f"hydra.run.dir={run_dir}", "strategy=random",
-                "search.max_trials=4", "search.stop_after_failures=2", f"device.key_file={server.user_key}", *device]
-        search = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        args = cli_args(tmp_path, "strategy=random", "search.max_trials=4", "search.stop_after_failures=2",
+                        f"device.key_file={server.user_key}", *device)
+        search = subprocess.Popen(args, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
         sshd_root = server.log_file.parent
         deadline = time.monotonic() + 300
         while len(read_trials(tmp_path)) < 1 and search.poll() is None and time.monotonic() < deadline:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,14 +10,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tests.cli import FAST, read_trials, run_cli
+from tests.cli import cli_args, cli_env, read_trials, run_cli
 
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-
-
-def cli_args(tmp_path: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "mnas_nni", *FAST, f"latency.cache_path={tmp_path / 'latency.sqlite'}",
-            f"latency.lock_dir={tmp_path / 'locks'}", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+ENV = cli_env()
 
 
 def test_two_resumes_at_once_run_each_trial_once_and_a_killed_owner_blocks_nothing(tmp_path: Path) -> None:
