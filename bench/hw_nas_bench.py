@@ -115,6 +115,22 @@ def run_one(word: str, seed: int, budget: int, reward_word: str) -> dict:
             "latency_ms": lats, "rewards": rewards, "unique": len(keys), **run}
 
 
+def installed(word: str) -> bool:
+    """False, with one line naming what to install, when a strategy's optional extra is missing (`policy_rl`
+    without `[rl]`): the bench runs the others."""
+    from mnas_core.errors import ConfigError, one_line
+
+    try:
+        build_strategy(word, 0)
+    except Exception as err:  # Hydra wraps the strategy's own error
+        cause = err.__cause__ or err
+        if not isinstance(cause, (ImportError, ConfigError)):
+            raise
+        print(f"skipping {word}: {one_line(cause)}")
+        return False
+    return True
+
+
 def _job(args: tuple) -> dict:
     return run_one(*args)
 
@@ -173,6 +189,8 @@ def summarize_runs(runs: list[dict], oracle: float, target_ms: float, budget: in
         samples_to_oracle_median=float(np.median(reach)),
         reached_oracle=sum(math.isfinite(v) for v in reach),
         meets_target_share=float(np.mean([v <= 1.0 for v in rel])),
+        # the search's answer for T: its most accurate sample meeting T (none: the search has no answer)
+        answer_meets_target_share=float(np.mean([any(lat <= target_ms for lat in r["latency_ms"]) for r in runs])),
         best_reward_latency_over_target=quartiles(rel),
         ms_per_sample=1e3 * sum(r["wall_s"] - r["eval_s"] for r in runs) / max(1, samples),
         search_seconds=sum(r["wall_s"] for r in runs),
@@ -314,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [w for w in compare if w not in REWARDS] + [w for w in words if w not in WORDS]
     if unknown:
         raise SystemExit(f"unknown word(s) {unknown}; strategies: {', '.join(WORDS)}; rewards: {', '.join(REWARDS)}")
+    words = [w for w in words if installed(w)]
     table = load_nb201_table(args.latency_table, args.dataset)
     oracle = table.oracle(args.target_ms)
     rewards = sorted({args.reward, *compare})
@@ -386,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         out_json.write_text(json.dumps(finite({
             "oracle": oracle, "target_ms": args.target_ms, "latency_table": args.latency_table,
             "dataset": args.dataset, "reward": args.reward, "budget": args.budget, "seeds": args.seeds,
+            "controller": CONTROLLER,
             "strategies": rows, "controller_by_reward": by_reward, "total_s": total, "resumed_searches": resumed,
             "args": vars(args)}),
             indent=1))

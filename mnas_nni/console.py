@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from mnas_nni.observers import SearchInfo, SearchObserver
-from mnas_nni.records import TrialRecord, top_k
+from mnas_nni.records import TrialRecord, target_answer, top_k
 from search_spaces.block_string import decode_block
 
 OP_CODES = {"conv": "C", "dsconv": "DS", "mbconv": "MB"}
@@ -74,6 +74,19 @@ def _default_console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
+def answer_line(records: list[TrialRecord], target_ms: float) -> str:
+    """The search's answer for T in one line: the most accurate trial meeting it, or that none does."""
+    answer = target_answer(records, target_ms)
+    if answer is None:
+        return f"answer for T = {target_ms:g} ms: no trial meets T (raise reward.target_ms, or search longer)"
+    confirmed = answer.confirmed_accuracy is not None
+    accuracy = answer.confirmed_accuracy if confirmed else answer.accuracy
+    latency = answer.confirmed_latency_ms if confirmed else answer.latency_ms
+    return (f"answer for T = {target_ms:g} ms: trial {answer.trial}, the most accurate meeting T "
+            f"({'confirmed ' if confirmed else ''}accuracy {accuracy:.4f} at {latency:.2f} ms); "
+            f"export it with: python -m mnas_nni.export <run dir> --trial {answer.trial} --out <dir>")
+
+
 class ConsoleObserver(SearchObserver):
     """Progress of the search on the terminal; the runner builds it as ConsoleObserver(total=max_trials, top_k=k)."""
 
@@ -86,6 +99,7 @@ class ConsoleObserver(SearchObserver):
         self.best: float | None = None
         self.progress: Progress | None = None
         self.task: TaskID | None = None
+        self.target_ms: float | None = None
 
     @property
     def description(self) -> str:
@@ -93,6 +107,7 @@ class ConsoleObserver(SearchObserver):
         return f"trials: {self.done} ok, {self.failed} failed, best reward {best}"
 
     def on_search_start(self, info: SearchInfo) -> None:
+        self.target_ms = info.target_ms
         if not self.console.is_terminal:
             return
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -120,6 +135,8 @@ class ConsoleObserver(SearchObserver):
         self.console.print(f"{len(records)} trials, {failed} failed")
         if any(r.ok for r in records):
             self.console.print(topk_rich_table(records, self.top_k))
+        if self.target_ms is not None and any(r.ok for r in records):
+            self.console.print(answer_line(records, self.target_ms), highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         self._stop()

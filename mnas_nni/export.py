@@ -1,7 +1,8 @@
 """Export a searched architecture as a standalone model: `python -m mnas_nni.export SOURCE --out DIR`.
 
 SOURCE is an architecture JSON file, a preset name, a `trials.jsonl` (or the run directory holding it; add
-`--trial N`, else the best trial by reward), or an MLflow run (`runs:/<id>`, a trial's run id, or a search's
+`--trial N`, or `--answer` for the most accurate trial meeting the search's latency target, else the best trial
+by reward), or an MLflow run (`runs:/<id>`, a trial's run id, or a search's
 parent run id: its best trial by reward). DIR receives:
 
     model.py        the network in plain PyTorch (needs only torch), same state_dict keys as search_spaces
@@ -30,7 +31,7 @@ from typing import Any
 
 from evaluators.latency.export import export_onnx
 from mnas_core.errors import ArchitectureError, ConfigError, MnasNniError
-from mnas_nni.records import load_records, top_k
+from mnas_nni.records import load_records, target_answer, top_k
 from mnas_nni.resume import CONFIG_FILE
 from search_spaces.arch import ArchSpec
 from search_spaces.builder import MnasNet
@@ -42,16 +43,19 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 # ---------------------------------------------------------------- finding the architecture
 
-def resolve_source(source: str, trial: int | None = None,
-                   tracking_uri: str | None = None) -> tuple[ArchSpec, dict[str, Any]]:
-    """The architecture SOURCE names, and hints (num_classes, resolution) found next to it."""
+def resolve_source(source: str, trial: int | None = None, tracking_uri: str | None = None,
+                   answer: bool = False) -> tuple[ArchSpec, dict[str, Any]]:
+    """The architecture SOURCE names, and hints (num_classes, resolution) found next to it. `answer`: a search's
+    most accurate trial meeting its latency target instead of its best by reward."""
     path = Path(source).expanduser()
     if path.is_dir():
         path = next((p for p in (path / "trials.jsonl", path / "arch.json") if p.is_file()), path)
-    if trial is not None and not (path.is_file() and path.suffix == ".jsonl"):
-        raise ConfigError("--trial needs a trials.jsonl (or the run directory holding it) as SOURCE")
+    if (trial is not None or answer) and not (path.is_file() and path.suffix == ".jsonl"):
+        raise ConfigError("--trial and --answer need a trials.jsonl (or the run directory holding it) as SOURCE")
     if path.is_file():
         if path.suffix == ".jsonl":
+            if answer:
+                trial = answer_trial(path)
             return from_trial_log(path, trial), hints_from_run_dir(path.parent)
         return ArchSpec.load(path), {}
     if source in PRESETS:
@@ -80,6 +84,20 @@ def from_trial_log(path: Path, trial: int | None) -> ArchSpec:
         raise ArchitectureError(f"trial {record.trial} in {path} failed ({record.error}); it has no architecture")
     arch = ArchSpec.from_dict(record.arch)
     return arch if arch.name else arch.with_name(f"trial{record.trial}")
+
+
+def answer_trial(trial_log: Path) -> int:
+    """The trial number of a search's answer for its latency target (reward.target_ms of its config)."""
+    import yaml
+
+    try:
+        target_ms = float(yaml.safe_load((trial_log.parent / CONFIG_FILE).read_text())["reward"]["target_ms"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        raise ConfigError(f"--answer: no reward.target_ms in {trial_log.parent / CONFIG_FILE}; give --trial N") from None
+    answer = target_answer(load_records(trial_log), target_ms)
+    if answer is None:
+        raise ArchitectureError(f"no trial in {trial_log} meets its latency target T = {target_ms:g} ms")
+    return answer.trial
 
 
 def hints_from_run_dir(run_dir: Path) -> dict[str, Any]:
@@ -447,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="arch JSON, preset, trials.jsonl / run dir, or MLflow run id / runs:/<id>")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--trial", type=int, default=None, help="trial number in a trials.jsonl (default: best)")
+    parser.add_argument("--answer", action="store_true",
+                        help="the most accurate trial meeting the search's latency target T, not the best by reward")
     parser.add_argument("--num-classes", type=int, default=None, help="default: the search's, else 1000")
     parser.add_argument("--resolution", type=int, default=None, help="input px; default: the search's, else 224")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: as the tracker's)")
@@ -454,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights when --weights is absent")
     args = parser.parse_args(argv)
     try:
-        arch, hints = resolve_source(args.source, args.trial, args.tracking_uri)
+        arch, hints = resolve_source(args.source, args.trial, args.tracking_uri, answer=args.answer)
         num_classes = args.num_classes or hints.get("num_classes", 1000)
         resolution = args.resolution or hints.get("resolution", 224)
         paths = export(arch, args.out, num_classes, resolution, args.weights, args.seed,

@@ -174,6 +174,18 @@ def top_k(records: Iterable[TrialRecord], k: int, key: str | None = None) -> lis
     return sorted(done, key=lambda r: getattr(r, key), reverse=True)[:k]
 
 
+def target_answer(records: Iterable[TrialRecord], target_ms: float) -> TrialRecord | None:
+    """The search's answer for a latency target T: the most accurate successful trial whose latency meets T
+    (among the confirmed trials, with their confirmed figures, once a search confirmed some); None if none does."""
+    records = [r for r in records if r.ok]
+    if any(r.confirmed_accuracy is not None for r in records):
+        pairs = [(r, r.confirmed_accuracy, r.confirmed_latency_ms) for r in records if r.confirmed_accuracy is not None]
+    else:
+        pairs = [(r, r.accuracy, r.latency_ms) for r in records]
+    meets = [(r, acc, lat) for r, acc, lat in pairs if acc is not None and lat is not None and lat <= target_ms]
+    return max(meets, key=lambda item: (item[1], -item[2]), default=(None,))[0]
+
+
 def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     """Trials no other trial beats on both accuracy (higher) and latency (lower), sorted by latency."""
     done = sorted((r for r in records if r.ok and r.accuracy is not None and r.latency_ms is not None),

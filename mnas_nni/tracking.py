@@ -31,7 +31,7 @@ import yaml
 from mnas_core.errors import ConfigError
 from mnas_core.retry import retry
 from mnas_nni.observers import SearchInfo, SearchObserver
-from mnas_nni.records import TrialRecord, load_records, pareto_front
+from mnas_nni.records import TrialRecord, load_records, pareto_front, target_answer
 from mnas_nni.records import top_k as best_by
 from mnas_nni.tracking_support import (  # noqa: F401 - re-exported: callers import them from here
     EXPERIMENT_KIND,
@@ -382,7 +382,14 @@ class MlflowTracker(SearchObserver):
         best = best_by(records, 1)
         if best:
             tags["best_trial"] = str(best[0].trial)
-        self._log_batch(self.parent_run_id, tags=tags)
+        metrics = []
+        answer = target_answer(records, self.target_ms) if self.target_ms is not None else None
+        if answer is not None:  # the most accurate trial meeting T
+            tags["answer_trial"] = str(answer.trial)
+            confirmed = answer.confirmed_accuracy is not None
+            metrics = [("answer_accuracy", answer.confirmed_accuracy if confirmed else answer.accuracy, 0),
+                       ("answer_latency_ms", answer.confirmed_latency_ms if confirmed else answer.latency_ms, 0)]
+        self._log_batch(self.parent_run_id, tags=tags, metrics=[m for m in metrics if _is_number(m[1])])
         if self.run_dir is not None and (self.run_dir / "trials.jsonl").is_file():
             self._call("log trials.jsonl", self.client.log_artifact, self.parent_run_id,
                        str(self.run_dir / "trials.jsonl"))

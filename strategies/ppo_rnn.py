@@ -11,6 +11,13 @@ shaping, as in natural evolution strategies: only the order of rewards matters, 
 update) and ``elite_size``/``elite_weight`` add priority-queue training (Abolafia et al. 2018): every PPO step also
 raises the log-likelihood of the best architectures found so far.
 
+Two more, also off by default, keep a search improving to the end of its budget once the policy has converged
+(it then mostly re-proposes architectures already trained): ``mutate_duplicates`` replaces such a duplicate by a
+mutation of the best architecture so far (one decision changed: local search, best first, the way evolution
+makes progress late), and ``mutation_share`` draws that share of all candidates that way from the
+start. Mutants join the PPO minibatch like the policy's own samples (their log-probabilities taken under the
+policy of the update), so the controller learns from what local search finds.
+
 Decision order: the declaration order of ``model_space.simplify()`` (the order in which the space creates its
 mutables, e.g. block by block), so the LSTM sees a network the way it is built. Only ``nni.mutable.Categorical``
 decisions are supported; annotations (constraints) are skipped and checked by ``freeze``.
@@ -28,7 +35,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -40,79 +47,16 @@ from nni.nas.strategy.base import Strategy
 from torch import nn
 
 from mnas_core.errors import ConfigError
+from strategies.controller import Controller, centred_ranks
+from strategies.local_search import kick, neighbour_of_best
 
 __all__ = ["Controller", "PpoRnn", "centred_ranks", "extract_reward"]
 
 _logger = logging.getLogger(__name__)
 ADVANTAGES = ("ema", "ema_normalized", "rank")
-_NEG = -1e9  # logit of a padded (non-existent) choice: probability exactly 0, entropy term exactly 0
 
 Key = tuple[int, ...]  # an architecture as its choice indices, in decision order
 LogProbs = tuple[float, ...]  # log-probability of each choice when it was sampled
-
-
-class Controller(nn.Module):
-    """One-layer LSTM over the decisions; decision t has its own embedding rows and softmax head.
-
-    Token ids: 0 is the start token; choice k of decision t is ``1 + offset[t] + k``.
-    """
-
-    def __init__(self, num_choices: Sequence[int], hidden_size: int = 100, embedding_dim: int = 100,
-                 init_range: float = 0.1, generator: torch.Generator | None = None):
-        super().__init__()
-        steps, width = len(num_choices), max(num_choices)
-        self.num_choices = list(num_choices)
-        self.embedding = nn.Embedding(1 + sum(num_choices), embedding_dim)
-        self.lstm = nn.LSTM(embedding_dim, hidden_size)
-        self.head_weight = nn.Parameter(torch.empty(steps, width, hidden_size))
-        self.head_bias = nn.Parameter(torch.empty(steps, width))
-        offsets = torch.tensor([0] + self.num_choices[:-1]).cumsum(0) + 1
-        self.register_buffer("offsets", offsets, persistent=False)
-        valid = torch.arange(width)[None, :] < torch.tensor(self.num_choices)[:, None]
-        self.register_buffer("valid", valid, persistent=False)
-        for p in self.parameters():
-            nn.init.uniform_(p, -init_range, init_range, generator=generator)
-
-    def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Masked logits [T, B, C] of every decision for hidden states ``h`` [T, B, H]."""
-        logits = torch.einsum("tbh,tch->tbc", h, self.head_weight) + self.head_bias[:, None, :]
-        return logits.masked_fill(~self.valid[:, None, :], _NEG)
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``n`` architectures. Returns choice indices [n, T] and the log-probability of each choice [n, T]."""
-        steps = len(self.num_choices)
-        w_hh = self.lstm.weight_hh_l0.t()
-        # Input projection of every token at once: embedding @ W_ih + both biases.
-        table = torch.addmm(self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0, self.embedding.weight,
-                            self.lstm.weight_ih_l0.t())
-        bias = self.head_bias.masked_fill(~self.valid, _NEG)
-        uniform = torch.rand(steps, n, 1, generator=generator)  # inverse-CDF sampling (multinomial is slow)
-        h = table.new_zeros(n, self.lstm.hidden_size)
-        c = torch.zeros_like(h)
-        token = torch.zeros(n, dtype=torch.long)
-        choices, logp = [], []
-        for t in range(steps):
-            i, f, g, o = torch.addmm(table.index_select(0, token), h, w_hh).chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            log_probs = torch.log_softmax(torch.addmm(bias[t], h, self.head_weight[t].t()), -1)
-            a = (log_probs.exp().cumsum(1) < uniform[t]).sum(1, keepdim=True).clamp_(max=self.num_choices[t] - 1)
-            logp.append(log_probs.gather(1, a).squeeze(1))
-            a = a.squeeze(1)
-            choices.append(a)
-            token = a + self.offsets[t]
-        return torch.stack(choices, 1), torch.stack(logp, 1)
-
-    def evaluate(self, choices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probability of each choice [B, T] and summed per-decision entropy [B] of architectures [B, T]."""
-        start = torch.zeros(choices.shape[0], 1, dtype=torch.long)
-        tokens = torch.cat([start, choices[:, :-1] + self.offsets[:-1]], 1)
-        h, _ = self.lstm(self.embedding(tokens.t()))  # [T, B, H]
-        log_probs = torch.log_softmax(self._logits(h), -1)  # [T, B, C]
-        logp = log_probs.gather(2, choices.t().unsqueeze(2)).squeeze(2).t()
-        entropy = -(log_probs.exp() * log_probs).sum(2).sum(0)
-        return logp, entropy
 
 
 def extract_reward(metric: Any, key: str = "default") -> float | None:
@@ -151,6 +95,11 @@ class PpoRnn(Strategy):
     elite_size, elite_weight
         Priority-queue training: each PPO step adds ``-elite_weight * mean log-likelihood`` of the ``elite_size``
         best architectures so far to the loss. 0 (the default) turns it off.
+    mutate_duplicates, mutation_share, mutation_pool
+        Local search around the best architectures: a duplicate draw is replaced by a mutant
+        (``mutate_duplicates``); ``mutation_share`` of all candidates are mutants; a mutant changes one decision
+        of one of the ``mutation_pool`` best architectures so far to another value (walking on while the result is
+        already known).
     reward_key
         Key of the reward when a trial's final metric is a dict.
     failure_reward
@@ -175,6 +124,7 @@ class PpoRnn(Strategy):
                  hidden_size: int = 100, embedding_dim: int = 100, init_range: float = 0.1,
                  max_grad_norm: float | None = None, advantage: str = "ema",
                  elite_size: int = 0, elite_weight: float = 0.0,
+                 mutate_duplicates: bool = False, mutation_share: float = 0.0, mutation_pool: int = 10,
                  reward_key: str = "default", failure_reward: float = 0.0, max_duplicate_resamples: int = 10,
                  stall_limit: int = 1000, seed: int | None = None, num_threads: int | None = 1,
                  on_update: Callable[[dict], None] | None = None):
@@ -187,12 +137,16 @@ class PpoRnn(Strategy):
             raise ConfigError(f"ppo_rnn: advantage must be one of {', '.join(ADVANTAGES)}, got {advantage!r}")
         if elite_size < 0 or elite_weight < 0:
             raise ConfigError("ppo_rnn: elite_size and elite_weight must be >= 0")
+        if not 0 <= mutation_share <= 1 or mutation_pool < 1:
+            raise ConfigError(f"ppo_rnn: mutation_share must be in [0, 1] and mutation_pool >= 1, got "
+                              f"{mutation_share} and {mutation_pool}")
         self.batch_size, self.ppo_epochs, self.clip = batch_size, ppo_epochs, clip
         self.per_decision_ratio = per_decision_ratio
         self.learning_rate, self.entropy_weight, self.baseline_decay = learning_rate, entropy_weight, baseline_decay
         self.hidden_size, self.embedding_dim, self.init_range = hidden_size, embedding_dim, init_range
         self.max_grad_norm, self.advantage = max_grad_norm, advantage
         self.elite_size, self.elite_weight = elite_size, elite_weight
+        self.mutate_duplicates, self.mutation_share, self.mutation_pool = mutate_duplicates, mutation_share, mutation_pool
         self.reward_key, self.failure_reward = reward_key, failure_reward
         self.max_duplicate_resamples, self.stall_limit = max_duplicate_resamples, stall_limit
         self.seed = seed if seed is not None else int(torch.randint(2**31 - 1, ()).item())
@@ -208,9 +162,10 @@ class PpoRnn(Strategy):
         self._baseline: float | None = None
         self._pool: tuple[torch.Tensor, torch.Tensor] | None = None  # drawn, not yet used: choices, log-probs
         self._pool_pos = 0
-        self._batch: list[tuple[Key, LogProbs, float]] = []  # (architecture, old log-probs, reward)
+        self._batch: list[tuple[Key, LogProbs | None, float]] = []  # (architecture, old log-probs, reward); None:
+        # a mutant, whose log-probabilities are taken under the policy of the update
         self._history: dict[Key, float] = {}  # every finished architecture -> its reward
-        self._pending: dict[Key, list[LogProbs]] = {}  # running architecture -> log-probs waiting for its reward
+        self._pending: dict[Key, list[LogProbs | None]] = {}  # running architecture -> log-probs waiting for its reward
         self._running: dict[ExecutableModelSpace, Key] = {}
         self._raw_metrics: dict[ExecutableModelSpace, Any] = {}
         self._finished: collections.deque[tuple[Key, float]] = collections.deque()  # filled by engine callbacks
@@ -222,7 +177,7 @@ class PpoRnn(Strategy):
         self._dup_rate = 0.0  # moving average of the fraction of draws that are duplicates (sizes the draws)
         self._stall = 0  # duplicates drawn in a row since the last new trial
         # trials submitted, duplicates fed with their cached reward, duplicates dropped (resampled)
-        self.counters = {"trials": 0, "cached": 0, "dropped": 0}
+        self.counters = {"trials": 0, "cached": 0, "dropped": 0, "mutants": 0}
         self._deferred_state: dict | None = None
 
     def extra_repr(self) -> str:
@@ -276,6 +231,8 @@ class PpoRnn(Strategy):
         key, logp = self._next_candidate()
         duplicate = key in self._history or key in self._pending
         self._dup_rate = 0.9 * self._dup_rate + 0.1 * duplicate
+        if duplicate and self.mutate_duplicates and (mutant := self._mutant()) is not None:
+            key, logp, duplicate = mutant, None, False
         if duplicate:
             self._stall += 1
             self._dup_streak += 1
@@ -303,8 +260,31 @@ class PpoRnn(Strategy):
         self.counters["trials"] += 1
         self.engine.submit_models(model)
 
-    def _next_candidate(self) -> tuple[Key, LogProbs]:
+    def _uniform_int(self, n: int) -> int:
+        return int(torch.randint(n, (1,), generator=self._generator))
+
+    def _mutant(self) -> Key | None:
+        """A new architecture near the best so far (strategies/local_search.py); None when there is no history."""
+        if not self._history:
+            return None
+        sizes = [len(values) for _, values in self._decisions]
+        pool = [key for key, _ in heapq.nlargest(self.mutation_pool, self._history.items(), key=lambda kv: kv[1])]
+
+        def known(key: Key) -> bool:
+            return key in self._history or key in self._pending
+
+        key = neighbour_of_best(pool, sizes, known, self._uniform_int)
+        if key is None:
+            key = kick(pool, sizes, known, self._uniform_int, tries=8 * (self.max_duplicate_resamples + 1))
+        if key is not None:
+            self.counters["mutants"] += 1
+        return key
+
+    def _next_candidate(self) -> tuple[Key, LogProbs | None]:
         assert self.controller is not None
+        if self.mutation_share and self._history and float(torch.rand((), generator=self._generator)) < \
+                self.mutation_share and (mutant := self._mutant()) is not None:
+            return mutant, None
         if self._pool is None or self._pool_pos >= len(self._pool[0]):
             start = time.perf_counter()
             with self._threads():
@@ -358,7 +338,7 @@ class PpoRnn(Strategy):
             for logp in waiting:
                 self._feed(key, logp, reward)
 
-    def _feed(self, key: Key, logp: LogProbs, reward: float) -> None:
+    def _feed(self, key: Key, logp: LogProbs | None, reward: float) -> None:
         self._batch.append((key, logp, reward))
         if len(self._batch) >= self.batch_size:
             batch, self._batch = self._batch[:self.batch_size], self._batch[self.batch_size:]
@@ -402,10 +382,10 @@ class PpoRnn(Strategy):
     def _update(self, batch: list[tuple[Key, LogProbs, float]]) -> None:
         start = time.perf_counter()
         choices = torch.tensor([k for k, _, _ in batch])
-        old_logp = torch.tensor([lp for _, lp, _ in batch])
         rewards = [r for _, _, r in batch]
         adv = self._advantages(rewards)
         with self._threads():
+            old_logp = self._old_log_probs(choices, [lp for _, lp, _ in batch])
             stats = self._ppo_epochs(choices, old_logp, adv)
         stats = {"update": len(self.update_stats), "trials": self.counters["trials"],
                  "reward_mean": sum(rewards) / len(rewards), "reward_max": max(rewards),
@@ -416,6 +396,15 @@ class PpoRnn(Strategy):
         _logger.info("[PPO update %d] %s", stats["update"], stats)
         if self.on_update is not None:
             self.on_update(stats)
+
+    def _old_log_probs(self, choices: torch.Tensor, logps: list[LogProbs | None]) -> torch.Tensor:
+        """The sampling log-probabilities [B, T]; a mutant's (None) are those of the current policy."""
+        assert self.controller is not None
+        if all(lp is not None for lp in logps):
+            return torch.tensor(logps)
+        with torch.no_grad():
+            current = self.controller.evaluate(choices)[0]
+        return torch.stack([current[i] if lp is None else torch.tensor(lp) for i, lp in enumerate(logps)])
 
     def _ppo_epochs(self, choices: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor) -> dict:
         """Clipped-surrogate steps on one minibatch; statistics are those of the last epoch, before its step."""
@@ -468,7 +457,7 @@ class PpoRnn(Strategy):
             "baseline": self._baseline,
             "rng": {"torch": self._generator.get_state()},
             "pool": pool,
-            "batch": [(list(k), list(lp), r) for k, lp, r in self._batch],
+            "batch": [(list(k), None if lp is None else list(lp), r) for k, lp, r in self._batch],
             "history": [(list(k), r) for k, r in self._history.items()],
             "update_stats": [dict(s) for s in self.update_stats],
             "counters": {**self.counters, "dup_streak": self._dup_streak, "stall": self._stall,
@@ -493,29 +482,19 @@ class PpoRnn(Strategy):
         self._baseline = state_dict["baseline"]
         self._generator.set_state(state_dict["rng"]["torch"])
         self._pool, self._pool_pos = state_dict["pool"], 0
-        self._batch = [(tuple(k), tuple(lp), r) for k, lp, r in state_dict["batch"]]
+        self._batch = [(tuple(k), None if lp is None else tuple(lp), r) for k, lp, r in state_dict["batch"]]
         self._history = {tuple(k): r for k, r in state_dict["history"]}
         self.update_stats = [dict(s) for s in state_dict["update_stats"]]
         counters = dict(state_dict["counters"])
         self._dup_streak, self._stall = counters.pop("dup_streak"), counters.pop("stall")
         self._dup_rate = counters.pop("dup_rate", 0.0)
-        self.counters = counters
+        self.counters = {"mutants": 0, **counters}  # a checkpoint from before mutants were counted
         self.timing = dict(state_dict["timing"])
 
     @property
     def history(self) -> list[tuple[Sample, float]]:
         """Every finished architecture (as an NNI sample) with its reward, in order of completion."""
         return [(self.to_sample(k), r) for k, r in self._history.items()]
-
-
-def centred_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Ranks of ``values`` scaled to [-0.5, 0.5] (lowest -0.5, highest 0.5); equal values share their mean rank."""
-    n = len(values)
-    if n < 2:
-        return torch.zeros(n)
-    _, group, counts = values.unique(return_inverse=True, return_counts=True)  # groups of equal values, ascending
-    mean_rank = counts.cumsum(0) - (counts + 1) / 2  # 0-based mean position of each group in sorted order
-    return mean_rank[group] / (n - 1) - 0.5
 
 
 def decisions_of(model_space: ExecutableModelSpace) -> list[tuple[str, list]]:

@@ -29,19 +29,27 @@ def final_strategy_state(run_dir: Path) -> dict:
 
 
 def controller_history(word: str, state: dict) -> tuple:
-    if word == "ppo_rnn":
+    if word.startswith("ppo_rnn"):
         return [tuple(k) for k, _ in state["history"]], [r for _, r in state["history"]], len(state["update_stats"])
     return [(dict(i.x), i.y) for i in state["population"]], state["individual_counter"]
 
 
+def answer_of(stdout: str) -> str:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("answer for T")]
+    return line
+
+
 STRATEGIES = {"ppo_rnn": ["strategy=ppo_rnn", "strategy.seed=0", "strategy.batch_size=2"],
+              "ppo_rnn_short": ["strategy=ppo_rnn_short", "strategy.seed=0", "strategy.batch_size=2",
+                                "strategy.mutation_share=0.5"],
               "evolution": ["strategy=evolution", "strategy.seed=0", "strategy.population_size=2",
                             "strategy.sample_size=1"]}
 TRIALS = 4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("word", "kill_after"), [("ppo_rnn", 1), ("ppo_rnn", 3), ("evolution", 2)])
+@pytest.mark.parametrize(("word", "kill_after"), [("ppo_rnn", 1), ("ppo_rnn", 3), ("ppo_rnn_short", 3),
+                                                 ("evolution", 2)])
 def test_killed_search_resumes_with_exactly_the_controller_history_of_an_unkilled_one(tmp_path, word, kill_after):
     """kill -9 after trial k, resume: the same trials, and the controller ends with the same history and
     update count as a search that was never killed (latencies shared through one cache)."""
@@ -51,6 +59,7 @@ def test_killed_search_resumes_with_exactly_the_controller_history_of_an_unkille
     result = run_cli(reference_dir, *strategy)
     assert result.returncode == 0, result.stderr[-3000:]
     reference = read_trials(reference_dir)
+    reference_answer = answer_of(result.stdout)
 
     db = killed_dir / "mlflow.db"
     tracking = ["tracking=mlflow", f"tracking.tracking_uri=sqlite:///{db}"]
@@ -69,6 +78,7 @@ def test_killed_search_resumes_with_exactly_the_controller_history_of_an_unkille
 
     result = run_cli(killed_dir, *tracking, f"search.resume={run_dir}", *strategy)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert answer_of(result.stdout) == reference_answer  # the search's answer for T is the same
     trials = read_trials(killed_dir)
     assert [t["trial"] for t in trials] == list(range(1, TRIALS + 1))  # nothing lost, nothing run twice
     assert trials[: len(finished_before_kill)] == finished_before_kill
@@ -83,7 +93,8 @@ def test_killed_search_resumes_with_exactly_the_controller_history_of_an_unkille
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == TRIALS
-    if word == "ppo_rnn":  # no controller update was logged twice
+    assert parents[0].data.tags.get("answer_trial") == reference_answer.split("trial ")[1].split(",")[0]
+    if word.startswith("ppo_rnn"):  # no controller update was logged twice
         steps = [m.step for m in client.get_metric_history(parents[0].info.run_id, "controller/policy_loss")]
         assert steps and sorted(steps) == list(range(TRIALS // 2))
 

@@ -117,6 +117,9 @@ def test_oracle_and_regret_on_a_hand_made_three_architecture_table():
     row = summarize_runs([run, other], oracle=92.0, target_ms=5.0, budget=3)
     assert row["meets_target_share"] == 0.5  # the first run's best reward is c (7 ms), the other's a (4 ms)
     assert row["samples_to_oracle_median"] == 3 and row["reached_oracle"] == 2
+    assert row["answer_meets_target_share"] == 1.0  # both answers (the most accurate meeting T) are b
+    too_slow = {**run, "seed": 2, "accuracy": [95.0], "latency_ms": [7.0], "rewards": [0.95]}
+    assert summarize_runs([run, too_slow], oracle=92.0, target_ms=5.0, budget=3)["answer_meets_target_share"] == 0.5
 
 
 def test_tables_that_do_not_fit_are_one_clear_line(three, tmp_path):

@@ -17,7 +17,8 @@ from nni.nas.nn.pytorch import ModelSpace
 from omegaconf import OmegaConf
 
 from mnas_core.errors import ConfigError
-from strategies.ppo_rnn import Controller, PpoRnn, centred_ranks
+from strategies.controller import Controller, centred_ranks
+from strategies.ppo_rnn import PpoRnn
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "strategy"
 
@@ -265,6 +266,7 @@ def test_yaml_has_every_argument_with_the_paper_values():
     assert (strategy.batch_size, strategy.learning_rate, strategy.entropy_weight, strategy.baseline_decay,
             strategy.hidden_size, strategy.init_range, strategy.clip) == (20, 0.00035, 0.00001, 0.95, 100, 0.1, 0.2)
     assert (strategy.advantage, strategy.elite_size) == ("ema", 0)  # the paper has neither extension
+    assert (strategy.mutate_duplicates, strategy.mutation_share) == (False, 0.0)  # nor local search
 
 
 def test_non_categorical_decisions_are_rejected(tmp_path):

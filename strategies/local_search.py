@@ -1,0 +1,43 @@
+"""Local search over categorical decisions, for a strategy to propose architectures near its best ones.
+
+An architecture is a tuple of choice indices. `neighbour_of_best` walks the pool best first and returns an untried
+architecture one decision away from the first member whose neighbourhood is not exhausted; at a local optimum
+`kick` takes a larger random step (two or three decisions) from a pool member, as iterated local search does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+Key = tuple[int, ...]
+
+
+def neighbours(key: Key, sizes: Sequence[int]) -> list[Key]:
+    """Every architecture that differs from `key` in exactly one decision."""
+    return [key[:t] + (value,) + key[t + 1:] for t, n in enumerate(sizes) for value in range(n) if value != key[t]]
+
+
+def neighbour_of_best(pool: Sequence[Key], sizes: Sequence[int], known: Callable[[Key], bool],
+                      randint: Callable[[int], int]) -> Key | None:
+    """An untried neighbour of the best pool member (`pool` best first) that still has one, chosen by `randint`."""
+    for parent in pool:
+        untried = [key for key in neighbours(parent, sizes) if not known(key)]
+        if untried:
+            return untried[randint(len(untried))]
+    return None
+
+
+def kick(pool: Sequence[Key], sizes: Sequence[int], known: Callable[[Key], bool], randint: Callable[[int], int],
+         tries: int = 100) -> Key | None:
+    """An untried architecture two or three random decisions away from a random pool member."""
+    mutable = [t for t, n in enumerate(sizes) if n > 1]
+    if not pool or not mutable:
+        return None
+    for _ in range(tries):
+        child = list(pool[randint(len(pool))])
+        for _ in range(2 + randint(2)):
+            t = mutable[randint(len(mutable))]
+            child[t] = (child[t] + 1 + randint(sizes[t] - 1)) % sizes[t]
+        if not known(key := tuple(child)):
+            return key
+    return None
