@@ -150,8 +150,14 @@ def test_sources_trial_log_and_presets(tmp_path):
     assert resolve_source("mnasnet_b1")[0].name == "mnasnet_b1"
     path = load_preset("mnasnet_a1").save(tmp_path / "a1.json")
     assert resolve_source(str(path))[0].key == load_preset("mnasnet_a1").key
-    with pytest.raises(ConfigError, match="--trial needs a trials.jsonl"):
+    with pytest.raises(ConfigError, match="--trial and --answer need a trials.jsonl"):
         resolve_source("mnasnet_a1", trial=2)
+    # --answer: the most accurate trial meeting the run's T (here trial 2: 0.7 at 10 ms <= 12 ms)
+    (tmp_path / "run" / "config.resolved.yaml").write_text("reward:\n  target_ms: 12.0\n")
+    assert resolve_source(str(tmp_path / "run"), answer=True)[0].name == "mnasnet_small"
+    (tmp_path / "run" / "config.resolved.yaml").write_text("reward:\n  target_ms: 5.0\n")
+    with pytest.raises(ArchitectureError, match="no trial .* meets its latency target"):
+        resolve_source(str(tmp_path / "run"), answer=True)
 
 
 def test_scale_knob_scales_batch_and_lr_linearly():
@@ -203,4 +209,30 @@ def test_cli_exports_a_preset(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_classes"] == 10 and summary["resolution"] == 32
     assert {Path(p).name for p in summary["files"].values()} == {
-        "model.py", "arch.json", "state_dict.pt", "model.onnx", "retrain.yaml"}
+        "model.py", "arch.json", "state_dict.pt", "model.onnx", "retrain.yaml", "README.md"}
+
+
+def test_an_export_of_a_search_says_its_weights_are_untrained_and_its_training_command_runs(tmp_path):
+    import shlex
+    import stat
+
+    from tests.cli import run_cli
+
+    search = run_cli(tmp_path, "strategy=random", "search.max_trials=1", "data.resolution=16")
+    assert search.returncode == 0, search.stderr[-3000:]
+    out = tmp_path / "best"
+    exported = subprocess.run([sys.executable, "-m", "mnas_nni.export", str(tmp_path / "run"), "--out", str(out)],
+                              capture_output=True, text=True, timeout=300, check=False)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "not trained" in exported.stderr and "python -m mnas_nni.train" in exported.stderr
+    assert stat.S_IMODE((out / "model.onnx").stat().st_mode) == 0o644  # readable, like every other file
+    readme = (out / "README.md").read_text()
+    assert "not trained weights" in readme
+    (command,) = [line.strip() for line in readme.splitlines() if line.strip().startswith("python -m mnas_nni.train")]
+    assert "data=digits" in command and f"retrain.arch={out.resolve()}" in command
+    one_step = ["retrain.scale=0.0078125", "retrain.epochs=1", "retrain.limit_train_batches=1",
+                "retrain.limit_val_batches=1", "tracking=none", f"hydra.run.dir={tmp_path / 'train'}"]
+    trained = subprocess.run([sys.executable, *shlex.split(command)[1:], *one_step], capture_output=True, text=True,
+                             timeout=600, cwd=tmp_path, check=False)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (tmp_path / "train" / "state_dict.pt").is_file()

@@ -68,6 +68,10 @@ def test_a_resume_keeps_the_runs_budget_unless_given_and_a_torn_record_is_set_as
     assert grown.returncode == 0, grown.stderr[-3000:]
     output = grown.stdout + grown.stderr
     assert "does not match the current config" not in output, output[-3000:]
+    # Piped (not a terminal): one plain progress line per finished trial, and the search's answer for T.
+    progress = [line for line in grown.stdout.splitlines() if line.startswith("trial ") and " reward " in line]
+    assert [line.split()[1] for line in progress] == ["2/3", "3/3"] and "ETA" in progress[-1], grown.stdout[-3000:]
+    assert any(line.startswith("answer for T = ") for line in grown.stdout.splitlines())
     side = run_dir / "trials.jsonl.torn-1"
     assert side.read_text() == fragment and str(side) in output
     frame = pd.read_json(run_dir / "trials.jsonl", lines=True)

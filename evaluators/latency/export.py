@@ -47,6 +47,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path) 
                 model, (dummy,), tmp_name, dynamo=False, opset_version=ONNX_OPSET,
                 input_names=["input"], output_names=["logits"], do_constant_folding=True,
             )
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600: an exported model is for others to read too
         os.replace(tmp_name, target)
     finally:
         model.train(was_training)
