@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -173,7 +174,10 @@ def ui_link(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port
     runs = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if tracking_uri.startswith(("http://", "https://")):
         return None, f"{redact_uri(tracking_uri).rstrip('/')}/{runs}"
-    return (f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} --host {host} --port {port}",
+    # This interpreter's mlflow: the command works as printed, with or without an activated venv.
+    serve = (f"{shlex.quote(sys.executable)} -m mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
+             f"--host {host} --port {port}")
+    return (serve,
             f"http://{host}:{port}/{runs}")
 
 

@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_regular_install_ships_the_configs(tmp_path):
     wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w",
+                            str(wheels), str(ROOT)], check=True, capture_output=True, text=True, cwd=tmp_path)
+    log = built.stdout + built.stderr
+    assert "Deprecat" not in log and "is absent from the `packages`" not in log, log[-3000:]  # setuptools is content
     (wheel,) = wheels.glob("mnas_nni-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)

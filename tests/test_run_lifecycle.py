@@ -118,7 +118,7 @@ def test_messages_name_the_thing_to_fix(tmp_path: Path) -> None:
 
     store = tmp_path / "my runs" / "mlflow.db"
     command, _ = ui_link(f"sqlite:///{store}", "1")
-    assert shlex.split(command)[3] == f"sqlite:///{store}"  # a folder with a space pastes back whole
+    assert shlex.split(command)[5] == f"sqlite:///{store}"  # a folder with a space pastes back whole
 
     root = write_imagenet_folder(tmp_path / "one class", train_per_class=2, val_per_class=1)
     for wnid in WNIDS[1:]:

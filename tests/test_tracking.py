@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -340,5 +341,6 @@ def test_hiccups_are_retried_an_outage_is_said_once_and_its_trials_are_sent_when
 
 def test_a_sqlite_store_gets_the_command_that_serves_it():
     serve, link = ui_link("sqlite:////tmp/x/mlflow.db", "7")
-    assert serve == "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db --host 127.0.0.1 --port 5000"
+    assert serve == f"{sys.executable} -m mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db --host 127.0.0.1 " \
+                    "--port 5000"  # this interpreter's mlflow: it works without an activated venv
     assert link == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
