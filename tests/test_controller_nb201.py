@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from mnas_nni.console import answer_line
 from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord, target_answer
@@ -17,6 +18,7 @@ def search(overrides: dict, budget: int, seed: int = 0) -> dict:
     from bench import hw_nas_bench
     from bench._engine import make_strategy
 
+    threads = torch.get_num_threads()  # the bench's worker set-up pins torch to one thread: give it back after
     hw_nas_bench._init_worker("pixel3", "cifar10", TARGET_MS, ["hard"])
     build = hw_nas_bench.build_strategy
     hw_nas_bench.build_strategy = lambda word, s: make_strategy(word, s, overrides)
@@ -24,6 +26,7 @@ def search(overrides: dict, budget: int, seed: int = 0) -> dict:
         return hw_nas_bench.run_one("ppo_rnn_short", seed, budget, "hard")
     finally:
         hw_nas_bench.build_strategy = build
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

@@ -131,17 +131,22 @@ def test_write_reports_writes_every_file_under_fixed_names(records, tmp_path):
     assert [row["trial"] for row in json.loads((tmp_path / "pareto.json").read_text())] == [1, 2, 5]
 
 
-def test_console_is_quiet_off_a_tty_but_prints_the_final_table(records):
+def test_off_a_tty_the_console_prints_one_plain_line_per_trial_and_the_final_table(records):
+    from types import SimpleNamespace
+
     from rich.console import Console
 
     from mnas_nni.console import ConsoleObserver, abbreviate_block
 
     out = io.StringIO()
     console = ConsoleObserver(total=8, top_k=2, console=Console(file=out, width=200))  # a file: not a terminal
-    console.on_search_start(None)
+    console.on_search_start(SimpleNamespace(target_ms=None))
     for record in records:
         console.on_trial_end(record)
-    assert out.getvalue() == "trial 7 failed: NaN loss\n"  # no progress bar in logs; one line per failure
+    lines = out.getvalue().splitlines()  # no progress bar in logs: one plain line per trial
+    assert "trial 7 failed: NaN loss" in lines
+    assert [line.split()[1] for line in lines if " reward " in line] == [f"{r.trial}/8" for r in records if r.ok]
+    assert all("elapsed, ETA" in line for line in lines if " reward " in line)
     assert (console.done, console.failed, console.best) == (7, 1, 0.90)
     console.on_search_end(records)
     console.close()
