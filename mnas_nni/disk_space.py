@@ -33,11 +33,17 @@ def is_disk_full(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in FULL_ERRNOS
 
 
-def free_space(path: Path) -> str:
-    """'1.2 MB free on /mnt' for the filesystem holding `path` (or its nearest existing parent)."""
+def nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest parent that exists (where a file for `path` would land)."""
     existing = Path(path).absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    return existing
+
+
+def free_space(path: Path) -> str:
+    """'1.2 MB free on /mnt' for the filesystem holding `path` (or its nearest existing parent)."""
+    existing = nearest_existing(path)
     mount = existing
     while not mount.is_mount() and mount != mount.parent:
         mount = mount.parent
@@ -78,10 +84,7 @@ def release_reserve(run_dir: Path) -> None:
 
 
 def _free_reserve_for(path: Path) -> bool:
-    existing = Path(path).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    reserve = _reserves.pop(existing.stat().st_dev, None)
+    reserve = _reserves.pop(nearest_existing(path).stat().st_dev, None)
     if reserve is None or not reserve.exists():
         return False
     reserve.unlink()

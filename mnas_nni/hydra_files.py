@@ -4,13 +4,13 @@ override as typed, passwords and key paths included. They are rewritten masked a
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mnas_nni.disk_space import write_file_atomically
 from mnas_nni.tracking import MASK, SECRET_WORDS, is_secret, mask_secrets, redact_uri
 
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml", "multirun.yaml")  # the last: a sweep's folder
@@ -42,9 +42,7 @@ def mask_hydra_copies(hydra_dir: Path) -> None:
         if not path.is_file():
             continue
         masked = _mask_tree(yaml.safe_load(path.read_text()))
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(yaml.safe_dump(masked, sort_keys=False))
-        os.replace(tmp, path)
+        write_file_atomically(path, yaml.safe_dump(masked, sort_keys=False).encode())
 
 
 def mask_job_copies() -> None:

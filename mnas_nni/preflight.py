@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mnas_core.errors import ConfigError, DatasetNotFoundError, one_line
-from mnas_nni.disk_space import free_space, is_disk_full
+from mnas_nni.disk_space import free_space, is_disk_full, nearest_existing
 
 SAMPLES_DECODED = 4  # training samples read at startup (spread over the split): corrupt files fail here
 
@@ -34,9 +34,7 @@ def check_hydra_output_dir(argv: list[str], cwd: Path) -> None:
     default = "multirun" if multirun else "outputs"
     folder = Path(given[-1].split("${", 1)[0] or ".") if given else Path(default)
     folder = folder if folder.is_absolute() else cwd / folder
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(folder)
     fix = f"set {key} to a writable folder" if given else f"run from a writable folder or set {key}"
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".mnas-write-check-") as probe:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mnas_nni.disk_space import write_file_atomically
+
 SUCCEEDED, FAILED = "succeeded", "failed"
 
 
@@ -97,17 +99,8 @@ class TrialLog:
 
     def rewrite(self, records: Iterable[TrialRecord]) -> None:
         """Replace the log by `records` at once (a crash leaves the old log or the new one, never half)."""
-        partial = self.path.with_suffix(self.path.suffix + ".partial")
-        try:
-            with partial.open("w", encoding="utf-8") as f:
-                for record in records:
-                    f.write(json.dumps(_json_safe(record.to_dict()), allow_nan=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError:
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(self.path)
+        lines = "".join(json.dumps(_json_safe(r.to_dict()), allow_nan=False) + "\n" for r in records)
+        write_file_atomically(self.path, lines.encode("utf-8"))
 
 
 def set_aside_torn_tail(path: str | Path) -> Path | None:
