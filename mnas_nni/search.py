@@ -139,8 +139,21 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
     keep_file_only_records_off_console()
     config, search, run_dir = parts.config, parts.config["search"], parts.run_dir
     confirm_k = confirm_count(search, parts.context.evaluator.kind)
+    def guarded_write(path: Path, write: Any) -> None:  # a full disk stops the search once this write is made
+        disk_space.write_or_stop(path, write, stopping.abort)
+
     masked = mask_secrets(config)  # a resume takes the masked values from its own command
-    disk_space.write_or_stop(run_dir / resume.CONFIG_FILE, lambda: resume.write_config(run_dir, masked), stopping.abort)
+    guarded_write(run_dir / resume.CONFIG_FILE, lambda: resume.write_config(run_dir, masked))
+    checkpointed = [parts.resume_state.get("checkpointed_trials", 0)]
+
+    def save_state(rerun_failed: bool = False) -> None:  # resume.json: where a resume of this search starts
+        guarded_write(run_dir / resume.STATE_FILE,
+                      lambda: resume.write_state(run_dir, experiment.id, checkpointed[0], rerun_failed=rerun_failed))
+
+    def stop_for_failures(reason: str) -> None:
+        save_state(rerun_failed=True)
+        stopping.abort(reason)
+
     trial_log = run_dir / "trials.jsonl"
     torn = set_aside_torn_tail(trial_log)
     if torn is not None:
@@ -153,7 +166,7 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
     # The tracker starts first: a server that is down stops the search before the console shows anything.
     group = ObserverGroup(parts.tracker, TrialLogObserver(trial_log, stopping.abort),
                           ConsoleObserver(total=search["max_trials"], top_k=search["top_k"]),
-                          FailureGuard(search["stop_after_failures"], lambda reason: stop_for_failures(reason)),
+                          FailureGuard(search["stop_after_failures"], stop_for_failures),
                           *(observers or []))
     if hasattr(parts.strategy, "on_update"):
         parts.strategy.on_update = lambda stats: group.on_controller_update(int(stats.get("update", 0)), stats)
@@ -178,31 +191,20 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
                                                       concurrency=search["concurrency"],
                                                       working_dir=str(run_dir / "nni"), **parts.remote)
 
-    def guarded_write(path: Path, write: Any) -> None:  # a full disk stops the search once this write is made
-        disk_space.write_or_stop(path, write, stopping.abort)
-
-    checkpointed = [parts.resume_state.get("checkpointed_trials", 0)]
-
     def checkpoint(experiment: Any) -> None:
         if recorder.last_ok is False:  # after a success only: failures in a row that stop the search run again
             return
         with stopping.signals_deferred():  # a stop waits until the checkpoint and resume.json agree
             experiment.save_checkpoint()
             checkpointed[0] = recorder.next_trial - 1
-            guarded_write(run_dir / resume.STATE_FILE, lambda: resume.write_state(run_dir, experiment.id, checkpointed[0]))
-
-    def stop_for_failures(reason: str) -> None:
-        guarded_write(run_dir / resume.STATE_FILE,
-                      lambda: resume.write_state(run_dir, experiment.id, checkpointed[0], rerun_failed=True))
-        stopping.abort(reason)
+            save_state()
 
     experiment = nni_adapter.make_experiment(parts.space, evaluator, parts.strategy, experiment_config,
                                              recorder.on_final_metric, recorder.on_training_end,
                                              experiment_id=parts.resume_state.get("experiment_id"),
                                              after_training_end=checkpoint, stopped=lambda: stopping.STATE.requested,
                                              guarded_write=guarded_write)
-    guarded_write(run_dir / resume.STATE_FILE,
-                  lambda: resume.write_state(run_dir, experiment.id, parts.resume_state.get("checkpointed_trials", 0)))
+    save_state()
     with stopping.stop_on_signals() as stop:
         try:
             nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state))
