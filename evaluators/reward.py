@@ -4,6 +4,7 @@ w = alpha if LAT <= T else beta (`soft`, `hard`), and TuNAS's absolute reward AC
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from mnas_core.errors import ConfigError
@@ -21,8 +22,19 @@ def check_measurements(accuracy: float, latency_ms: float) -> None:
         raise ValueError(f"latency must be a positive number of ms, got {latency_ms}")
 
 
+class Reward(ABC):
+    """The reward interface (`reward=`): `target_ms`, the latency target T the console, the answer for a
+    target and the trackers report, and `reward(accuracy, latency_ms) -> float`, what the strategy maximises.
+    Raise a `ConfigError` from the constructor for a bad setting: it is shown as one line before any trial."""
+
+    target_ms: float
+
+    @abstractmethod
+    def __call__(self, accuracy: float, latency_ms: float) -> float: ...
+
+
 @dataclass(frozen=True)
-class MnasReward:
+class MnasReward(Reward):
     """Soft constraint: alpha = beta = -0.07. Hard constraint: alpha = 0, beta = -1."""
 
     target_ms: float
@@ -54,7 +66,7 @@ class MnasReward:
 
 
 @dataclass(frozen=True)
-class AbsReward:
+class AbsReward(Reward):
     """TuNAS's absolute reward (Bender et al. 2020): ACC + beta * |LAT / T - 1|, beta < 0. It pulls the latency
     towards T from both sides, so a search lands near the target rather than anywhere below it."""
 

@@ -54,9 +54,11 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from mnas_nni.plugins import register_search_path
     from mnas_nni.preflight import exit_if_output_dir_unwritable
     from mnas_nni.resume import with_run_choices
 
+    register_search_path()  # pip-installed plugins' config words
     exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)
     sys.argv[1:] = with_run_choices(sys.argv[1:], Path(config_dir()), Path.cwd())  # device.key_file=... on a resume
     _main()

@@ -17,7 +17,7 @@ from torch import nn
 
 from evaluators.latency import LatencyEvaluator
 from mnas_core.errors import TrialError
-from mnas_core.instantiate import instantiate
+from mnas_nni.plugins import build
 from mnas_nni.records import SUCCEEDED
 from search_spaces.profile import profile_model
 
@@ -39,11 +39,11 @@ class TrialContext:
 
     @cached_property
     def datamodule(self) -> Any:
-        return instantiate(self.settings["data"], "data")
+        return build("data", self.settings["data"])
 
     @cached_property
     def device(self) -> Any:
-        return instantiate(self.settings["device"], "device")
+        return build("device", self.settings["device"])
 
     @cached_property
     def latency(self) -> Any:
@@ -60,11 +60,11 @@ class TrialContext:
 
     @cached_property
     def reward(self) -> Any:
-        return instantiate(self.settings["reward"], "reward")
+        return build("reward", self.settings["reward"])
 
     @cached_property
     def evaluator(self) -> Any:
-        return instantiate(self.settings["evaluator"], "evaluator", parts=self)
+        return build("evaluator", self.settings["evaluator"], parts=self)
 
     def run(self, model: nn.Module) -> dict[str, Any]:
         """Score one sampled model: the evaluator's measurements, its size, the reward."""

@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mnas_core.errors import MnasNniError
-from mnas_core.instantiate import instantiate
+from mnas_nni import plugins
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -38,6 +38,7 @@ def compose(overrides: list[str]) -> DictConfig:
 
     from mnas_nni.__main__ import config_dir
 
+    plugins.register_search_path()  # pip-installed plugins' config words (a user's own device)
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
@@ -61,10 +62,10 @@ def setup(cfg: DictConfig) -> Setup:
     space_cfg = {k: v for k, v in resolved["search_space"].items() if not k.startswith("_")}
     resolution = int(resolved["data"]["resolution"])
     if space_cfg.get("num_classes") is None:
-        space_cfg["num_classes"] = int(instantiate(cfg.data, "data").num_classes)
+        space_cfg["num_classes"] = int(plugins.build("data", cfg.data).num_classes)
     space_cfg["resolution"] = resolution
     space = SpaceConfig(**space_cfg)
-    device = instantiate(cfg.device, "device")
+    device = plugins.build("device", cfg.device)
     latency = resolved["latency"]
     evaluator = LatencyEvaluator(device, cache_path=latency.get("cache_path"), lock_dir=latency["lock_dir"],
                                  outlier_rel_tol=latency["outlier_rel_tol"], interval_log=latency.get("interval_log"))

@@ -15,8 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mnas_core.errors import ConfigError
-from mnas_core.instantiate import instantiate
-from mnas_nni import disk_space, nni_adapter, preflight, resume, stopping
+from mnas_nni import disk_space, nni_adapter, plugins, preflight, resume, stopping
 from mnas_nni.confirm import confirm_count, confirm_top_k
 from mnas_nni.console import ConsoleObserver, keep_file_only_records_off_console
 from mnas_nni.context import SETTINGS, TrialContext, context_for
@@ -66,7 +65,7 @@ def build_space(cfg: DictConfig, datamodule: Any):
     elif int(wanted) != classes:
         raise ConfigError(f"search_space.num_classes={wanted} but the data has {classes} classes; "
                           "drop the override (null takes the data's) or point data.root at the matching data")
-    return instantiate(cfg.search_space, "search_space", _convert_="all", **overrides)  # plain lists: NNI traces them
+    return plugins.build("search_space", cfg.search_space, _convert_="all", **overrides)  # plain lists: NNI traces them
 
 
 @dataclass
@@ -112,10 +111,10 @@ def build_parts(cfg: DictConfig, run_dir: Path | None = None) -> SearchParts:
     preflight.check_data_decodes(context.datamodule)
     context.evaluator  # noqa: B018 - built now: bad train.* settings fail before the first trial
     config["search_space"].update(num_classes=space.config.num_classes, resolution=space.config.resolution)
-    strategy = instantiate(cfg.strategy, "strategy", _convert_="all")
+    strategy = plugins.build("strategy", cfg.strategy, _convert_="all")
     device_info = context.device.describe()  # reaches the device once: unreachable, key refused, no phone
     context.latency  # noqa: B018 - latency.mode=predict*: a missing, damaged or foreign layer table fails here
-    tracker = instantiate(cfg.tracking, "tracking")
+    tracker = plugins.build("tracking", cfg.tracking)
     return SearchParts(run_dir, config, context, space, strategy, tracker, device_info, remote, resume_state)
 
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from mnas_core.errors import ArchitectureError, ConfigError, MnasNniError
-from mnas_core.instantiate import instantiate
+from mnas_nni import plugins
 from mnas_nni.__main__ import config_dir
 from mnas_nni.train_support import (
     ArchSource,
@@ -69,7 +69,7 @@ def build_datamodule(data: dict[str, Any], recipe: dict[str, Any]) -> Any:
     overrides: dict[str, Any] = {"batch_size": int(recipe["batch_size"]), "resolution": int(recipe["resolution"])}
     if "val_split" in data and recipe.get("eval_split"):
         overrides["val_split"] = recipe["eval_split"]
-    return instantiate(data, "data", **overrides)
+    return plugins.build("data", data, **overrides)
 
 
 def build_network(source: ArchSource, num_classes: int, recipe: dict[str, Any]) -> Any:
@@ -235,6 +235,7 @@ def _main(cfg: DictConfig) -> None:
 def main() -> None:
     from mnas_nni.preflight import exit_if_output_dir_unwritable
 
+    plugins.register_search_path()  # pip-installed plugins' config words
     exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)
     _main()
 
