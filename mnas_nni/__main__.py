@@ -29,7 +29,7 @@ def _main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from mnas_nni.hydra_files import mask_job_copies
-    from mnas_nni.search import run_search
+    from mnas_nni.search_run import run_search
     from mnas_nni.stopping import SearchStopped
 
     mask_job_copies()  # Hydra wrote its copies of the config, secrets as typed: mask them at once

@@ -82,6 +82,10 @@ def from_trial_log(path: Path, trial: int | None) -> ArchSpec:
             raise ArchitectureError(f"trial {trial} is not in {path} ({len(records)} trials)")
     if not record.ok or not record.arch:
         raise ArchitectureError(f"trial {record.trial} in {path} failed ({record.error}); it has no architecture")
+    if "arch_str" in record.arch:  # search_space=nb201: a NAS-Bench-201 cell, not a block-string network
+        raise ArchitectureError(f"trial {record.trial} is a NAS-Bench-201 cell ({record.arch['arch_str']}); export "
+                                "builds search_space=mnas architectures only (build the cell with "
+                                "search_spaces.nb201.Nb201Arch)")
     arch = ArchSpec.from_dict(record.arch)
     return arch if arch.name else arch.with_name(f"trial{record.trial}")
 
@@ -523,6 +527,18 @@ def search_provenance(source: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- CLI
 
+def export_source(source: str, out: str | Path, *, trial: int | None = None, answer: bool = False,
+                  num_classes: int | None = None, resolution: int | None = None, tracking_uri: str | None = None,
+                  weights: str | Path | None = None, seed: int = 0) -> tuple[ArchSpec, int, int, dict[str, Path]]:
+    """`python -m mnas_nni.export SOURCE --out OUT ...` as a call: the architecture, its classes and input size
+    (the search's unless given), and the files written."""
+    arch, hints = resolve_source(source, trial, tracking_uri, answer=answer)
+    num_classes = num_classes or hints.get("num_classes", 1000)
+    resolution = resolution or hints.get("resolution", 224)
+    paths = export(arch, out, num_classes, resolution, weights, seed, provenance=search_provenance(source))
+    return arch, num_classes, resolution, paths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mnas_nni.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -538,11 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights when --weights is absent")
     args = parser.parse_args(argv)
     try:
-        arch, hints = resolve_source(args.source, args.trial, args.tracking_uri, answer=args.answer)
-        num_classes = args.num_classes or hints.get("num_classes", 1000)
-        resolution = args.resolution or hints.get("resolution", 224)
-        paths = export(arch, args.out, num_classes, resolution, args.weights, args.seed,
-                       provenance=search_provenance(args.source))
+        arch, num_classes, resolution, paths = export_source(
+            args.source, args.out, trial=args.trial, answer=args.answer, num_classes=args.num_classes,
+            resolution=args.resolution, tracking_uri=args.tracking_uri, weights=args.weights, seed=args.seed)
     except MnasNniError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
