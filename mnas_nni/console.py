@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import time
 
 from rich.console import Console
@@ -123,7 +124,9 @@ class ConsoleObserver(SearchObserver):
             return
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
+        streams = (sys.stdout, sys.stderr)
         self.progress.start()
+        self._route_log_lines_above_the_bar(streams)
         # If a later observer refuses to start (the tracker's server is down), nobody calls close():
         # still give the terminal back (cursor, line) when the process exits.
         atexit.register(self._stop)
@@ -171,7 +174,22 @@ class ConsoleObserver(SearchObserver):
     def close(self) -> None:
         self._stop()
 
+    def _route_log_lines_above_the_bar(self, streams: tuple) -> None:
+        """Rich prints what is written to sys.stdout/stderr above the live bar, but logging handlers (Hydra's
+        console handler) keep the stream they were made with and would write over the bar: point them at rich's
+        proxies while the bar is shown."""
+        proxies = {streams[0]: sys.stdout, streams[1]: sys.stderr}
+        self._rerouted = []
+        for logger in (logging.getLogger(), logging.getLogger("nni")):
+            for handler in logger.handlers:
+                stream = getattr(handler, "stream", None)
+                if not isinstance(handler, logging.FileHandler) and stream in proxies and proxies[stream] is not stream:
+                    self._rerouted.append((handler, handler.setStream(proxies[stream])))
+
     def _stop(self) -> None:
         if self.progress is not None:
+            for handler, stream in getattr(self, "_rerouted", []):
+                handler.setStream(stream)
+            self._rerouted = []
             self.progress.stop()
             self.progress = None

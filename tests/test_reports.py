@@ -168,3 +168,26 @@ def test_the_top_k_table_shows_a_nas_bench_201_cell_by_its_arch_string():
     out = io.StringIO()
     Console(file=out, width=300).print(topk_rich_table([record], 1))
     assert cell in out.getvalue()
+
+
+def test_on_a_terminal_log_lines_print_above_the_progress_bar_not_over_it():
+    import logging
+    import sys
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from mnas_nni.console import ConsoleObserver
+
+    screen = io.StringIO()
+    handler = logging.StreamHandler(sys.stdout)  # made before the bar, as Hydra's console handler is
+    logging.getLogger().addHandler(handler)
+    try:
+        console = ConsoleObserver(total=2, console=Console(file=screen, force_terminal=True, width=100))
+        console.on_search_start(SimpleNamespace(target_ms=None))
+        logging.getLogger("strategies.ppo_rnn").warning("[PPO update 0] a log line")
+        console.close()
+        assert handler.stream is sys.stdout  # given back
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "[PPO update 0] a log line" in screen.getvalue()  # rendered by rich, above the bar
