@@ -61,7 +61,8 @@ def abbreviate_block(text: str) -> str:
 
 
 def topk_rich_table(records: list[TrialRecord], k: int) -> Table:
-    table = Table(title=f"Top {k} architectures by reward", caption=LEGEND, caption_justify="left")
+    mnas = any("blocks" in (r.arch or {}) for r in records)  # the legend explains block strings only
+    table = Table(title=f"Top {k} architectures by reward", caption=LEGEND if mnas else None, caption_justify="left")
     for name in ("trial", "reward", "accuracy", "latency ms", "params M", "MACs M"):
         table.add_column(name, justify="right")
     table.add_column("blocks")
@@ -97,6 +98,16 @@ def answer_line(records: list[TrialRecord], target_ms: float) -> str:
             f"export it with: python -m mnas_nni.export <run dir> --trial {answer.trial} --out <dir>")
 
 
+def controller_line(batch_rewards: list[float]) -> str:
+    """`controller: 6 updates; mean reward of its batches 0.7012 -> 0.7440 -> ... -> 0.8123 (+0.1111)`."""
+    shown = [f"{r:.4f}" for r in batch_rewards]
+    if len(shown) > 8:
+        shown = [*shown[:4], "...", *shown[-3:]]
+    change = batch_rewards[-1] - batch_rewards[0]
+    return (f"controller: {len(batch_rewards)} update{'s' if len(batch_rewards) != 1 else ''}; mean reward of "
+            f"its batches {' -> '.join(shown)} ({change:+.4f} first to last)")
+
+
 class ConsoleObserver(SearchObserver):
     """Progress of the search on the terminal; the runner builds it as ConsoleObserver(total=max_trials, top_k=k)."""
 
@@ -111,6 +122,7 @@ class ConsoleObserver(SearchObserver):
         self.task: TaskID | None = None
         self.target_ms: float | None = None
         self.started = time.monotonic()
+        self.batch_rewards: list[float] = []  # the controller's mean reward of each batch it learnt from
 
     @property
     def description(self) -> str:
@@ -145,6 +157,17 @@ class ConsoleObserver(SearchObserver):
         elif not self.console.is_terminal and record.ok:  # piped or under CI: one plain line per finished trial
             self.console.print(self.plain_line(record), highlight=False, soft_wrap=True)
 
+    def on_controller_update(self, step: int, stats: dict[str, float]) -> None:
+        mean = stats.get("reward_mean")
+        if not isinstance(mean, (int, float)):
+            return
+        self.batch_rewards.append(float(mean))
+        best = stats.get("reward_max")
+        best_text = f" (best {best:.4f})" if isinstance(best, (int, float)) else ""
+        # printed through the bar's console: on a terminal it lands above the bar, not over it
+        self.console.print(f"controller update {len(self.batch_rewards)}: its batch's mean reward {mean:.4f}"
+                           f"{best_text}", highlight=False, soft_wrap=True)
+
     def plain_line(self, record: TrialRecord) -> str:
         """`trial 3/20 reward 0.71 accuracy 0.93 latency 0.12 ms, 00:41 elapsed, ETA 04:05`."""
         finished = self.done + self.failed
@@ -170,6 +193,8 @@ class ConsoleObserver(SearchObserver):
             self.console.print(topk_rich_table(records, self.top_k))
         if self.target_ms is not None and any(r.ok for r in records):
             self.console.print(answer_line(records, self.target_ms), highlight=False, soft_wrap=True)
+        if self.batch_rewards:
+            self.console.print(controller_line(self.batch_rewards), highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         self._stop()

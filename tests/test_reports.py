@@ -154,7 +154,7 @@ def test_off_a_tty_the_console_prints_one_plain_line_per_trial_and_the_final_tab
     assert "8 trials, 1 failed" in text and "Top 2 architectures" in text
     rows = [line for line in text.splitlines() if line.startswith("│")]
     assert [row.split("│")[1].strip() for row in rows] == ["5", "8"]
-    assert "DSk3x1:16-ns MB6k3x2:24" in rows[0]
+    assert "DSk3x1:16-ns MB6k3x2:24" in rows[0] and "MB6k5x3:40 = MBConv" in text  # the legend of block strings
     assert abbreviate_block("conv_r3_k5_s22_e1_i24_o40_se0.25_poolskip") == "Ck5x3:40+SE+pool"
 
 
@@ -167,7 +167,29 @@ def test_the_top_k_table_shows_a_nas_bench_201_cell_by_its_arch_string():
     record = TrialRecord(trial=1, status=SUCCEEDED, arch={"format": "nb201", "arch_str": cell}, reward=0.9)
     out = io.StringIO()
     Console(file=out, width=300).print(topk_rich_table([record], 1))
-    assert cell in out.getvalue()
+    assert cell in out.getvalue() and "MBConv" not in out.getvalue()  # no block-string legend for a cell
+
+
+def test_the_console_says_each_controller_update_and_how_its_batches_rewards_moved():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from mnas_nni.console import ConsoleObserver, controller_line
+
+    out = io.StringIO()
+    console = ConsoleObserver(total=30, console=Console(file=out, width=200))
+    console.on_search_start(SimpleNamespace(target_ms=None))
+    for step, mean in enumerate((0.61, 0.70, 0.74)):
+        console.on_controller_update(step, {"update": step, "reward_mean": mean, "reward_max": mean + 0.1})
+    console.on_controller_update(3, {"update": 3, "loss": 0.1})  # no batch reward: nothing to say
+    console.on_search_end([])
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == [f"controller update {n}: its batch's mean reward {m:.4f} (best {m + 0.1:.4f})"
+                         for n, m in ((1, 0.61), (2, 0.70), (3, 0.74))]
+    assert lines[-1] == "controller: 3 updates; mean reward of its batches 0.6100 -> 0.7000 -> 0.7400 (+0.1300 first to last)"
+    many = controller_line([0.1 * n for n in range(10)])
+    assert many.startswith("controller: 10 updates;") and " -> ... -> " in many and many.endswith("(+0.9000 first to last)")
 
 
 def test_on_a_terminal_log_lines_print_above_the_progress_bar_not_over_it():
