@@ -41,6 +41,7 @@ from mnas_nni.tracking_support import (  # noqa: F401 - re-exported: callers imp
     PARAM_BATCH,
     SECRET_WORDS,
     TRIAL_METRICS,
+    VIEW_TAG_PREFIX,
     _is_client_error,
     _is_number,
     _truncate,
@@ -48,6 +49,7 @@ from mnas_nni.tracking_support import (  # noqa: F401 - re-exported: callers imp
     check_reachable,
     default_tracking_uri,
     device_summary,
+    experiment_tags,
     flatten_params,
     git_commit,
     health_request,
@@ -56,6 +58,7 @@ from mnas_nni.tracking_support import (  # noqa: F401 - re-exported: callers imp
     metric_name,
     redact_uri,
     resolve_tracking_uri,
+    run_link,
     store_creation_lock,
     trial_metrics,
     ui_link,
@@ -99,6 +102,8 @@ class MlflowTracker(SearchObserver):
         self.client: Any = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self.view_key: str | None = None  # the runs view (`runs_view`) the experiment holds: the link names it
+        self.trial_runs: dict[int, str] = {}  # trial -> its run id
         self.target_ms: float | None = None
         self.run_dir: Path | None = None
         self.records: list[TrialRecord] = []
@@ -218,29 +223,40 @@ class MlflowTracker(SearchObserver):
             log.info("MLflow: %d trial run(s) missing from the tracker were sent", count - len(self.pending))
 
     def ui_hint(self) -> str | None:
-        """Two lines for the terminal: how to open this search in the MLflow UI."""
+        """Lines for the terminal: how to open this search in the MLflow UI, and its best trial's page once known."""
         if self.experiment_id is None:
             return None
-        serve, link = ui_link(self.tracking_uri, self.experiment_id)
-        return (f"MLflow: {serve}\n" if serve else "") + f"MLflow runs: {link}"
+        serve, link = ui_link(self.tracking_uri, self.experiment_id, view=self.view_key)
+        lines = ([f"MLflow: {serve}"] if serve else []) + [f"MLflow runs: {link}"]
+        best = best_by(self.records, 1)
+        if best and best[0].trial in self.trial_runs:
+            page = run_link(self.tracking_uri, self.experiment_id, self.trial_runs[best[0].trial])
+            lines.append(f"MLflow best trial {best[0].trial}: {page}")
+        return "\n".join(lines)
 
     def _experiment_id(self) -> str:
+        tags = experiment_tags()  # the model-training view and the runs view the printed link names
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
             location = None
             if self.tracking_uri.startswith("sqlite:///"):
                 # Next to the database, not under whatever directory the search happens to run in.
                 location = str(Path(self.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts")
-            return self.client.create_experiment(self.experiment_name, artifact_location=location,
-                                                 tags={EXPERIMENT_KIND: "custom_model_development"})
-        if experiment.lifecycle_stage == "deleted":
-            self.client.restore_experiment(experiment.experiment_id)
-        if EXPERIMENT_KIND not in experiment.tags:
-            try:  # cosmetic: which page the UI opens first; a read-only user may not set it
-                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "custom_model_development")
+            present = dict(tags)
+            experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location, tags=tags)
+        else:
+            experiment_id, present = experiment.experiment_id, dict(experiment.tags)
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment_id)
+        for key in tags.keys() - present.keys():
+            try:  # cosmetic: how the UI shows the runs; a read-only user may not set it
+                self.client.set_experiment_tag(experiment_id, key, tags[key])
+                present[key] = tags[key]
             except Exception as err:  # noqa: BLE001
-                log.debug("cannot tag experiment %s: %s", experiment.experiment_id, err)
-        return experiment.experiment_id
+                log.debug("cannot tag experiment %s: %s", experiment_id, err)
+        self.view_key = next((k[len(VIEW_TAG_PREFIX):] for k in tags if k.startswith(VIEW_TAG_PREFIX) and k in present),
+                             None)
+        return experiment_id
 
     def _create_parent(self, info: SearchInfo) -> str:
         strategy = str(info.strategy).rsplit(".", 1)[-1]
@@ -272,6 +288,7 @@ class MlflowTracker(SearchObserver):
                 self._partial[int(trial)] = child.info.run_id
             else:
                 self.logged_trials.add(int(trial))
+                self.trial_runs[int(trial)] = child.info.run_id
         self.records = load_records(info.run_dir / "trials.jsonl")
         # Trials the tracker missed (it was down, or the search was killed first) are sent now.
         self.pending = [r for r in self.records if r.trial not in self.logged_trials]
@@ -342,6 +359,7 @@ class MlflowTracker(SearchObserver):
         self._call("end trial run", self.client.set_terminated, run_id, "FINISHED" if record.ok else "FAILED", end_ms)
         del self._partial[record.trial]
         self.logged_trials.add(record.trial)
+        self.trial_runs[record.trial] = run_id
         best = best_by(self.records, 1)
         if best:
             self._log_batch(self.parent_run_id, metrics=[("best_reward", float(best[0].reward), record.trial)])

@@ -4,6 +4,7 @@ trial's params and metrics, the store's URI, its UI link and reachability. No ML
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import os
@@ -29,8 +30,15 @@ METRIC_BATCH = 1000
 MAX_TAG_LENGTH = 5000
 TRIAL_METRICS = ("accuracy", "latency_ms", "reward", "params", "macs", "duration_seconds", "train_seconds",
                  "measure_seconds", "latency_predicted_ms", "latency_measured_ms")
-# MLflow 3's UI opens an experiment of this kind on its runs table (not the GenAI trace overview).
+# MLflow 3's UI takes the experiment's kind from this tag only without its GenAI / Model training switch; with it
+# (3.17) the view is the link's `workflowType`, else the browser's own switch (localStorage `mlflow.workflowType_v1`,
+# GenAI until clicked), and its own links between pages (a run's name in the runs table) drop `workflowType`.
 EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "workflowType=machine_learning"
+# A runs-table view a link can name: MLflow's shared view state, the experiment tag `mlflow.sharedViewState.<key>`
+# that `?viewStateShareKey=<key>` loads (search facets and table state: columns, sort), as its Share button writes.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+VIEW_METRICS = ("reward", "accuracy", "latency_ms")
 _URI_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/\s:@]+:)[^@\s/]+@")
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -165,20 +173,55 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
-def ui_link(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port: int = 5000
-            ) -> tuple[str | None, str]:
-    """The command that serves a store (None for a server) and the link to an experiment's runs table.
+def runs_view() -> tuple[str, str]:
+    """(share key, tag value) of the runs table the printed link opens: the trials' reward, accuracy and
+    latency_ms as columns, best reward first. Sorted by a metric, MLflow lists the trials themselves; sorted by
+    start time (its default) it folds them, collapsed, under the search's run. The rest is MLflow's defaults
+    (older UIs replace their table state with the shared one). The key is a hash of the view: links printed
+    with an earlier view keep theirs."""
+    columns = [f"metrics.`{name}`" for name in VIEW_METRICS]
+    state = {"searchFilter": "", "orderByKey": columns[0], "orderByAsc": False, "startTime": "ALL",
+             "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+             "selectedColumns": columns, "columnOrder": [], "columnWidths": {}, "runsExpanded": {},
+             "runsPinned": [], "runsHidden": [], "runsVisibilityMap": {}, "runsHiddenMode": "FIRST_10_RUNS",
+             "viewMaximized": False, "runListHidden": False, "isAccordionReordered": False, "groupBy": None,
+             "groupsExpanded": {}, "useGroupedValuesInCharts": True, "hideEmptyCharts": True,
+             "autoRefreshEnabled": True,
+             "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""}}
+    value = json.dumps(state, sort_keys=True)
+    return f"mnas-nni-{hashlib.sha256(value.encode()).hexdigest()[:12]}", value
 
-    MLflow 3's UI opens an experiment in its GenAI view whatever the experiment's kind tag says;
-    `workflowType=machine_learning` opens the runs table in model-training mode."""
-    runs = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+def experiment_tags() -> dict[str, str]:
+    """The tags that make MLflow's UI show an experiment as model training, with the runs view the link names."""
+    key, value = runs_view()
+    return {EXPERIMENT_KIND: "custom_model_development", VIEW_TAG_PREFIX + key: value}
+
+
+def _ui_base(tracking_uri: str, host: str, port: int) -> str:
     if tracking_uri.startswith(("http://", "https://")):
-        return None, f"{redact_uri(tracking_uri).rstrip('/')}/{runs}"
+        return redact_uri(tracking_uri).rstrip("/")
+    return f"http://{host}:{port}"
+
+
+def ui_link(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port: int = 5000,
+            view: str | None = None) -> tuple[str | None, str]:
+    """The command that serves a store (None for a server) and the link to an experiment's runs table, in the
+    model-training view (`workflowType`), with the table view `view` (a `runs_view` key set on the experiment:
+    a missing one is an error page)."""
+    runs = f"#/experiments/{experiment_id}/runs?{MODEL_TRAINING}" + (f"&viewStateShareKey={view}" if view else "")
+    link = f"{_ui_base(tracking_uri, host, port)}/{runs}"
+    if tracking_uri.startswith(("http://", "https://")):
+        return None, link
     # This interpreter's mlflow: the command works as printed, with or without an activated venv.
     serve = (f"{shlex.quote(sys.executable)} -m mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
              f"--host {host} --port {port}")
-    return (serve,
-            f"http://{host}:{port}/{runs}")
+    return serve, link
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str, host: str = "127.0.0.1", port: int = 5000) -> str:
+    """A run's page in the model-training view (the bare page follows the browser's switch, GenAI by default)."""
+    return f"{_ui_base(tracking_uri, host, port)}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING}"
 
 
 @contextmanager
