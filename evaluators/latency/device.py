@@ -21,6 +21,7 @@ class LatencyDevice(ABC):
     """
 
     name: str
+    runtime: str = "onnxruntime"  # what runs the model: the evaluator exports the file it reads (export.py)
 
     @property
     def lock_name(self) -> str:

@@ -16,7 +16,7 @@ from mnas_core.errors import ConfigError
 
 from .cache import DEFAULT_CACHE_PATH, LatencyCache
 from .device import LatencyDevice
-from .export import export_onnx
+from .export import export_for_runtime
 from .lock import DEFAULT_LOCK_DIR, device_lock
 from .result import LatencyResult
 
@@ -61,8 +61,8 @@ class LatencyEvaluator:
         cached = self._cached(arch_key, shape)
         if cached is not None:
             return cached
-        onnx_path = self.workdir / f"{_file_stem(arch_key)}-{os.getpid()}-{uuid.uuid4().hex[:8]}.onnx"
-        export_onnx(model, shape, onnx_path)
+        stem = self.workdir / f"{_file_stem(arch_key)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        onnx_path = export_for_runtime(self.device.runtime, model, shape, stem)  # .onnx, or .pte for ExecuTorch
         try:
             with device_lock(self.device.lock_name, self.lock_dir, self.lock_timeout_s, self.interval_log):
                 cached = self._cached(arch_key, shape)  # measured by another process while we waited

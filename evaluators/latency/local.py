@@ -1,4 +1,4 @@
-"""LocalDevice: onnxruntime on this machine's CPU, measured in a short-lived, core-pinned subprocess.
+"""LocalDevice: ONNX Runtime (or ExecuTorch) on this machine's CPU, measured in a short-lived, core-pinned subprocess.
 
 The subprocess (ort_runner.py) pins itself with os.sched_setaffinity before onnxruntime starts, so the
 caller's affinity is never touched; it also isolates a crashing runtime and gives a hard timeout.
@@ -19,6 +19,7 @@ from mnas_core.errors import ConfigError, DeviceError, DeviceTimeoutError
 
 from . import ort_runner
 from .device import LatencyDevice, batch_listing, last_line, parse_runner_output, shape_arg
+from .export import check_runtime
 from .result import LatencyResult, summarize
 
 RUNNER_PATH = Path(ort_runner.__file__)
@@ -35,6 +36,7 @@ class LocalDevice(LatencyDevice):
         runs: int = 50,
         timeout_s: float = 120.0,
         python: str | None = None,
+        runtime: str = "onnxruntime",
     ) -> None:
         if threads < 1 or runs < 1 or warmup < 0 or timeout_s <= 0:
             raise ConfigError("device: threads and runs must be >= 1, warmup >= 0 and timeout_s > 0")
@@ -44,12 +46,16 @@ class LocalDevice(LatencyDevice):
         self.runs = int(runs)
         self.timeout_s = float(timeout_s)
         self.python = python or sys.executable
+        if python is None:  # another interpreter's packages are its own: the runner reports them
+            check_runtime(runtime)
+        self.runtime = runtime
         if self.cores and hasattr(os, "sched_getaffinity"):
             allowed = os.sched_getaffinity(0)
             if not set(self.cores) <= allowed:
                 raise ConfigError(f"device.cores={self.cores} are not available here (allowed: "
                                   f"{sorted(allowed)}); pick cores from that list or set cores: null")
-        self.name = f"local-cpu{self.threads}" + (f"-cores{'_'.join(map(str, self.cores))}" if self.cores else "")
+        self.name = f"local-cpu{self.threads}" + (f"-cores{'_'.join(map(str, self.cores))}" if self.cores else "") \
+            + ("" if runtime == "onnxruntime" else f"-{runtime}")  # keys the cache and the layer table
 
     @property
     def lock_name(self) -> str:
@@ -61,7 +67,7 @@ class LocalDevice(LatencyDevice):
     def measure(self, onnx_path: str | Path, input_shape: Sequence[int]) -> LatencyResult:
         path = Path(onnx_path)
         if not path.is_file():
-            raise DeviceError(f"{self.name}: model file {path} does not exist; export it first with export_onnx")
+            raise DeviceError(f"{self.name}: model file {path} does not exist; export it first with export_for_runtime")
         args = ["--model", str(path), "--shape", shape_arg(input_shape),
                 "--warmup", str(self.warmup), "--runs", str(self.runs)]
         return summarize(self._run_runner(args, self.timeout_s)["samples_ms"])
@@ -80,7 +86,7 @@ class LocalDevice(LatencyDevice):
         return [summarize(samples) for samples in out["batch_samples_ms"]]
 
     def _run_runner(self, args: list[str], timeout_s: float) -> dict[str, Any]:
-        command = [self.python, str(RUNNER_PATH), "--threads", str(self.threads),
+        command = [self.python, str(RUNNER_PATH), "--runtime", self.runtime, "--threads", str(self.threads),
                    "--deadline-s", str(timeout_s), *args]
         if self.cores:
             command += ["--cores", ",".join(map(str, self.cores))]

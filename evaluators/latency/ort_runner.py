@@ -1,7 +1,8 @@
-"""Standalone onnxruntime latency runner: one process measures one model and prints ONE JSON line.
+"""Standalone latency runner: one process measures one model and prints ONE JSON line. It runs ONNX Runtime
+(`.onnx`, the default) or ExecuTorch (`--runtime executorch`: a `.pte` program, XNNPACK kernels).
 
 Run locally (LocalDevice) and shipped as-is to remote boards (SshDevice), so it depends only on the
-standard library, numpy and onnxruntime, and keeps to syntax old board Pythons understand.
+standard library, numpy and the runtime it measures, and keeps to syntax old board Pythons understand.
 
     python ort_runner.py --model m.onnx --shape 1,3,224,224 --threads 1 --warmup 10 --runs 50 --cores 0
     python ort_runner.py --describe --threads 1
@@ -39,15 +40,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe_host(threads: int) -> dict:
-    """What this process measures on: CPU, runtime and version, threads and the cores it may run on."""
+def runtime_version(runtime: str) -> tuple:
+    """(version, provider) of the runtime measured."""
+    if runtime == "executorch":
+        from importlib import metadata
+
+        return metadata.version("executorch"), "XnnpackBackend"
     import onnxruntime as ort
 
+    return ort.__version__, "CPUExecutionProvider"
+
+
+def describe_host(threads: int, runtime: str = "onnxruntime") -> dict:
+    """What this process measures on: CPU, runtime and version, threads and the cores it may run on."""
+    version, provider = runtime_version(runtime)
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     return {
-        "runtime": "onnxruntime",
-        "runtime_version": ort.__version__,
-        "provider": "CPUExecutionProvider",
+        "runtime": runtime,
+        "runtime_version": version,
+        "provider": provider,
         "cpu": cpu_model(),
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
@@ -84,6 +95,31 @@ def time_model(model: str, shape: list, threads: int, warmup: int, runs: int) ->
     return samples
 
 
+def time_program(model: str, shape: list, threads: int, warmup: int, runs: int) -> list:
+    """As time_model, for an ExecuTorch program (.pte) in executorch.runtime, XNNPACK on `threads` threads."""
+    import numpy as np
+    import torch
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool defaults to every core the machine has
+    method = Runtime.get().load_program(model).load_method("forward")
+    feed = [torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))]
+    for _ in range(warmup):
+        method.execute(feed)
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        start = clock()
+        method.execute(feed)
+        samples.append((clock() - start) / 1e6)
+    return samples
+
+
+def timer(runtime: str):
+    return time_program if runtime == "executorch" else time_model
+
+
 def parse_ints(text: str) -> list:
     return [int(part) for part in text.split(",") if part.strip()]
 
@@ -92,6 +128,7 @@ def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
     parser.add_argument("--shape", type=parse_ints)
+    parser.add_argument("--runtime", choices=("onnxruntime", "executorch"), default="onnxruntime")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
@@ -105,16 +142,17 @@ def main(argv: list | None = None) -> int:
             signal.alarm(max(1, int(args.deadline_s + 0.999)))  # default action: terminate
         if args.cores:
             os.sched_setaffinity(0, args.cores)  # before onnxruntime creates any thread
-        out = {"describe": describe_host(args.threads)}
+        out = {"describe": describe_host(args.threads, args.runtime)}
+        time_one = timer(args.runtime)
         if args.batch:
             with open(args.batch, encoding="utf-8") as f:
                 items = json.load(f)
-            out["batch_samples_ms"] = [time_model(m, list(shape), args.threads, args.warmup, args.runs)
+            out["batch_samples_ms"] = [time_one(m, list(shape), args.threads, args.warmup, args.runs)
                                        for m, shape in items]
         elif not args.describe:
             if not args.model or not args.shape:
                 raise ValueError("--model and --shape are required unless --describe is given")
-            out["samples_ms"] = time_model(args.model, args.shape, args.threads, args.warmup, args.runs)
+            out["samples_ms"] = time_one(args.model, args.shape, args.threads, args.warmup, args.runs)
     except Exception as exc:  # noqa: BLE001 - any failure is reported to the host as one line
         message = " ".join(str(exc).split()) or "no message"
         sys.stderr.write(f"ort_runner: {type(exc).__name__}: {message}\n")

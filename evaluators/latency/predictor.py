@@ -37,7 +37,7 @@ from search_spaces.space import SpaceConfig
 
 from .device import LatencyDevice
 from .evaluator import LatencyEvaluator
-from .export import export_onnx
+from .export import export_for_runtime
 from .layers import (
     arch_signatures,
     piece_kind,
@@ -188,7 +188,7 @@ class LatencyPredictor:
 
 
 class Meter:
-    """Measures small models on the device for a table: exported with export_onnx, measured under the device
+    """Measures small models on the device for a table: exported for the device's runtime, measured under the device
     lock with `device.measure_many` (one runner start-up for a batch), ``repeats`` times.
 
     Each model keeps the repeat with the lowest median: on a shared machine other processes only ever add
@@ -209,7 +209,8 @@ class Meter:
         try:
             stem = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
             for i, (module, shape) in enumerate(modules):
-                items.append((export_onnx(module, shape, self.workdir / f"{stem}-{i}.onnx"), shape))
+                items.append((export_for_runtime(self.device.runtime, module, shape, self.workdir / f"{stem}-{i}"),
+                              shape))
             best: list[LatencyResult | None] = [None] * len(items)
             with device_lock(self.device.lock_name, self.lock_dir, interval_log=self.interval_log):
                 for _ in range(self.repeats):

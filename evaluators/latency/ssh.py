@@ -23,6 +23,7 @@ from mnas_core.retry import retry
 from mnas_core.ssh import SshSession, SshTarget, SshTransientError
 
 from .device import LatencyDevice, batch_listing, last_line, parse_runner_output, shape_arg
+from .export import RUNTIMES
 from .local import RUNNER_PATH
 from .result import LatencyResult, summarize
 
@@ -51,7 +52,10 @@ class SshDevice(LatencyDevice):
         runs: int = 50,
         retries: int = 2,
         retry_delay_s: float = 0.5,
+        runtime: str = "onnxruntime",
     ) -> None:
+        if runtime not in RUNTIMES:  # the board's own packages are checked when it is described
+            raise ConfigError(f"device.runtime={runtime!r} is unknown; use one of {', '.join(RUNTIMES)}")
         if not host:
             raise ConfigError("device.host is empty; set it to the board's address, e.g. device.host=192.168.1.20")
         if threads < 1 or runs < 1 or warmup < 0 or timeout_s <= 0 or connect_timeout_s <= 0 or retries < 0:
@@ -73,8 +77,10 @@ class SshDevice(LatencyDevice):
         self.retries = int(retries)
         self.retry_delay_s = float(retry_delay_s)
         self.address = f"{self.user}@{self.host}:{self.port}"
+        self.runtime = runtime
         suffix = "" if self.threads == 1 else f"-cpu{self.threads}"
         suffix += f"-cores{'_'.join(map(str, self.cores))}" if self.cores else ""
+        suffix += "" if runtime == "onnxruntime" else f"-{runtime}"
         self.name = f"ssh:{self.address}{suffix}"
         if not self.strict_host_key:
             log.warning("%s: strict_host_key=False, the board's identity is not verified; add its key to %s "
@@ -145,7 +151,8 @@ class SshDevice(LatencyDevice):
     def _run_runner(self, session: SshSession, args: list[str], deadline_s: float | None = None) -> dict[str, Any]:
         runner = self._ensure_runner(session)
         deadline_s = deadline_s or self.timeout_s
-        argv = [self.python, runner, "--threads", str(self.threads), "--deadline-s", f"{deadline_s:g}", *args]
+        argv = [self.python, runner, "--runtime", self.runtime, "--threads", str(self.threads),
+                "--deadline-s", f"{deadline_s:g}", *args]
         if self.cores:
             argv += ["--cores", ",".join(map(str, self.cores))]
         status, stdout, stderr = session.exec(argv, deadline_s + 10)
