@@ -19,7 +19,9 @@ def test_cfg_job_prints_the_composed_default():
     result = cli("--cfg", "job")
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
-    assert config["strategy"]["_target_"] == "strategies.ppo_rnn.PpoRnn"
+    # the demo's controller: ppo_rnn_short updating every 5 trials, so the 20-trial default shows 4 updates
+    assert config["strategy"]["_target_"] == "strategies.ppo_rnn.PpoRnn" and config["search"]["max_trials"] == 20
+    assert (config["strategy"]["batch_size"], config["strategy"]["advantage"]) == (5, "rank")
     assert config["data"]["_target_"] == "evaluators.data.DigitsDataModule"
     assert config["device"]["_target_"] == "evaluators.latency.LocalDevice"
     assert config["tracking"]["_target_"] == "mnas_nni.tracking.MlflowTracker"
@@ -35,6 +37,7 @@ def test_imagenet_experiment_is_the_papers_setting():
     assert config["reward"] == {"_target_": "evaluators.reward.MnasReward", "target_ms": 75.0, "alpha": -0.07,
                                 "beta": -0.07}
     assert config["train"]["epochs"] == 5 and config["search"]["max_trials"] == 8000
+    assert (config["strategy"]["batch_size"], config["strategy"]["learning_rate"]) == (20, 0.00035)  # the paper's
 
 
 def test_overrides_and_help():
