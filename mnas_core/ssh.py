@@ -1,7 +1,7 @@
 """The one SSH session helper (paramiko): host-key policy, quoted exec, atomic upload, one-line errors.
 
 Used by the SSH latency device (`evaluators/latency/ssh.py`) and by the remote-execution check
-(`mnas_nni/nni_adapter.py`). Host keys are read from known_hosts and never written back; an unknown key is
+(`mnas_nni/nni_remote.py`). Host keys are read from known_hosts and never written back; an unknown key is
 refused unless `strict_host_key=False`, which accepts it for this connection only, with a warning.
 Every failure is a `DeviceError` (or `ConfigError`) whose one line starts with the target's name and says
 what to fix; `SshTransientError` marks the ones worth retrying (refused, timed out, connection lost).
