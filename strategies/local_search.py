@@ -3,11 +3,13 @@
 An architecture is a tuple of choice indices. `neighbour_of_best` walks the pool best first and returns an untried
 architecture one decision away from the first member whose neighbourhood is not exhausted; at a local optimum
 `kick` takes a larger random step (two or three decisions) from a pool member, as iterated local search does.
+`near_best` tries the one, then the other, around the best architectures of a history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import heapq
+from collections.abc import Callable, Mapping, Sequence
 
 Key = tuple[int, ...]
 
@@ -41,3 +43,13 @@ def kick(pool: Sequence[Key], sizes: Sequence[int], known: Callable[[Key], bool]
         if not known(key := tuple(child)):
             return key
     return None
+
+
+def near_best(history: Mapping[Key, float], sizes: Sequence[int], known: Callable[[Key], bool],
+              randint: Callable[[int], int], pool_size: int, kick_tries: int = 100) -> Key | None:
+    """An untried architecture near the `pool_size` best of `history`: a neighbour, else a kick."""
+    pool = [key for key, _ in heapq.nlargest(pool_size, history.items(), key=lambda kv: kv[1])]
+    key = neighbour_of_best(pool, sizes, known, randint)
+    if key is None:
+        key = kick(pool, sizes, known, randint, tries=kick_tries)
+    return key

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import heapq
 import logging
 import math
 import threading
@@ -39,33 +38,25 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from nni.mutable import Categorical, MutableAnnotation, Sample, SampleValidationError
+from nni.mutable import Sample, SampleValidationError
 from nni.nas.execution import ExecutionEngine
 from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEndEvent
 from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy.base import Strategy
-from torch import nn
 
 from mnas_core.errors import ConfigError
+from strategies import ppo
 from strategies.controller import Controller, centred_ranks
-from strategies.local_search import kick, neighbour_of_best
+from strategies.decisions import decisions_of, extract_reward
+from strategies.local_search import near_best
+from strategies.ppo import ADVANTAGES
 
 __all__ = ["Controller", "PpoRnn", "centred_ranks", "extract_reward"]
 
 _logger = logging.getLogger(__name__)
-ADVANTAGES = ("ema", "ema_normalized", "rank")
 
 Key = tuple[int, ...]  # an architecture as its choice indices, in decision order
 LogProbs = tuple[float, ...]  # log-probability of each choice when it was sampled
-
-
-def extract_reward(metric: Any, key: str = "default") -> float | None:
-    """The scalar reward in a final metric: the metric itself, or ``metric[key]`` (falling back to ``default``)."""
-    if isinstance(metric, dict):
-        metric = metric.get(key, metric.get("default"))
-    if isinstance(metric, bool) or not isinstance(metric, (int, float)) or not math.isfinite(metric):
-        return None
-    return float(metric)
 
 
 class PpoRnn(Strategy):
@@ -267,15 +258,9 @@ class PpoRnn(Strategy):
         """A new architecture near the best so far (strategies/local_search.py); None when there is no history."""
         if not self._history:
             return None
-        sizes = [len(values) for _, values in self._decisions]
-        pool = [key for key, _ in heapq.nlargest(self.mutation_pool, self._history.items(), key=lambda kv: kv[1])]
-
-        def known(key: Key) -> bool:
-            return key in self._history or key in self._pending
-
-        key = neighbour_of_best(pool, sizes, known, self._uniform_int)
-        if key is None:
-            key = kick(pool, sizes, known, self._uniform_int, tries=8 * (self.max_duplicate_resamples + 1))
+        key = near_best(self._history, [len(values) for _, values in self._decisions],
+                        lambda key: key in self._history or key in self._pending, self._uniform_int,
+                        self.mutation_pool, kick_tries=8 * (self.max_duplicate_resamples + 1))
         if key is not None:
             self.counters["mutants"] += 1
         return key
@@ -356,37 +341,19 @@ class PpoRnn(Strategy):
         finally:
             torch.set_num_threads(before)
 
-    def _advantages(self, rewards: list[float]) -> torch.Tensor:
-        """Per-architecture advantages of a minibatch; the EMA baseline moves after each sample either way (it
-        starts at the first reward) so that it stays a readable statistic."""
-        ema = []
-        for r in rewards:
-            if self._baseline is None:
-                self._baseline = r
-            ema.append(r - self._baseline)
-            self._baseline = self.baseline_decay * self._baseline + (1 - self.baseline_decay) * r
-        if self.advantage == "rank":
-            return centred_ranks(torch.tensor(rewards))
-        out = torch.tensor(ema)
-        if self.advantage == "ema_normalized" and len(ema) > 1:
-            out = out / (out.std() + 1e-8)
-        return out
-
-    def _elite(self) -> torch.Tensor | None:
-        """The ``elite_size`` best architectures so far [K, T], or None when priority-queue training is off."""
-        if not self.elite_size or not self.elite_weight or not self._history:
-            return None
-        best = heapq.nlargest(self.elite_size, self._history.items(), key=lambda item: item[1])
-        return torch.tensor([key for key, _ in best])
-
-    def _update(self, batch: list[tuple[Key, LogProbs, float]]) -> None:
+    def _update(self, batch: list[tuple[Key, LogProbs | None, float]]) -> None:
+        assert self.controller is not None and self._optimizer is not None
         start = time.perf_counter()
         choices = torch.tensor([k for k, _, _ in batch])
         rewards = [r for _, _, r in batch]
-        adv = self._advantages(rewards)
+        adv, self._baseline = ppo.advantages(rewards, self._baseline, self.baseline_decay, self.advantage)
         with self._threads():
-            old_logp = self._old_log_probs(choices, [lp for _, lp, _ in batch])
-            stats = self._ppo_epochs(choices, old_logp, adv)
+            old_logp = ppo.old_log_probs(self.controller, choices, [lp for _, lp, _ in batch])
+            stats = ppo.clipped_steps(
+                self.controller, self._optimizer, choices, old_logp, adv,
+                ppo.elite(self._history, self.elite_size, self.elite_weight), epochs=self.ppo_epochs, clip=self.clip,
+                per_decision_ratio=self.per_decision_ratio, entropy_weight=self.entropy_weight,
+                elite_weight=self.elite_weight, max_grad_norm=self.max_grad_norm)
         stats = {"update": len(self.update_stats), "trials": self.counters["trials"],
                  "reward_mean": sum(rewards) / len(rewards), "reward_max": max(rewards),
                  "baseline": float(self._baseline), **stats}
@@ -396,48 +363,6 @@ class PpoRnn(Strategy):
         _logger.info("[PPO update %d] %s", stats["update"], stats)
         if self.on_update is not None:
             self.on_update(stats)
-
-    def _old_log_probs(self, choices: torch.Tensor, logps: list[LogProbs | None]) -> torch.Tensor:
-        """The sampling log-probabilities [B, T]; a mutant's (None) are those of the current policy."""
-        assert self.controller is not None
-        if all(lp is not None for lp in logps):
-            return torch.tensor(logps)
-        with torch.no_grad():
-            current = self.controller.evaluate(choices)[0]
-        return torch.stack([current[i] if lp is None else torch.tensor(lp) for i, lp in enumerate(logps)])
-
-    def _ppo_epochs(self, choices: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor) -> dict:
-        """Clipped-surrogate steps on one minibatch; statistics are those of the last epoch, before its step."""
-        assert self.controller is not None and self._optimizer is not None
-        adv = adv[:, None]
-        elite = self._elite()
-        batch = choices if elite is None else torch.cat([choices, elite])
-        elite_logp = torch.zeros(())
-        for _ in range(self.ppo_epochs):
-            logp, entropy = self.controller.evaluate(batch)  # one LSTM pass for the minibatch and the elite
-            if elite is not None:
-                elite_logp = logp[len(choices):].sum(1).mean()
-                logp, entropy = logp[:len(choices)], entropy[:len(choices)]
-            log_ratio = logp - old_logp  # [B, T]
-            if not self.per_decision_ratio:
-                log_ratio = log_ratio.sum(1, keepdim=True)
-            ratio = torch.exp(log_ratio)
-            surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv).sum(1)
-            policy_loss = -surrogate.mean()
-            loss = policy_loss - self.entropy_weight * entropy.mean() - self.elite_weight * elite_logp
-            self._optimizer.zero_grad()
-            loss.backward()
-            if self.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.controller.parameters(), self.max_grad_norm)
-            self._optimizer.step()
-        with torch.no_grad():
-            return {
-                "entropy": float(entropy.mean()),
-                "policy_loss": float(policy_loss),
-                "approx_kl": float(((ratio - 1) - log_ratio).sum(1).mean()),  # of the whole architecture
-                "clip_fraction": float(((ratio - 1).abs() > self.clip).float().mean()),
-                "elite_logp": float(elite_logp),  # mean log-likelihood of the elite (0 when off)
-            }
 
     # ----------------------------------------------------------------- checkpoint
 
@@ -495,17 +420,3 @@ class PpoRnn(Strategy):
     def history(self) -> list[tuple[Sample, float]]:
         """Every finished architecture (as an NNI sample) with its reward, in order of completion."""
         return [(self.to_sample(k), r) for k, r in self._history.items()]
-
-
-def decisions_of(model_space: ExecutableModelSpace) -> list[tuple[str, list]]:
-    """(label, values) of each categorical decision, in declaration order; annotations are skipped."""
-    decisions = []
-    for label, mutable in model_space.simplify().items():
-        if isinstance(mutable, MutableAnnotation):
-            continue
-        if not isinstance(mutable, Categorical):
-            raise ConfigError(f"ppo_rnn supports categorical decisions only; {label!r} is {type(mutable).__name__}")
-        decisions.append((str(label), list(mutable.values)))
-    if not decisions:
-        raise ConfigError("ppo_rnn: the model space has no decisions to search")
-    return decisions
