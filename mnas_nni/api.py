@@ -93,6 +93,21 @@ def train(overrides: Sequence[str] = ()) -> dict[str, Any]:
     return _run_hydra_job(list(overrides), lambda cfg: run_training(cfg))
 
 
+def latency_table(command: str, overrides: Sequence[str] = (), *, models: int = 160, n: int = 30,
+                  seed: int = 1, repeats: int = 5) -> dict[str, Any]:
+    """`python -m mnas_nni.latency_table build|evaluate` with the search's overrides: `build` measures the layers
+    and `models` calibration models (`repeats` passes each) and returns what it measured; `evaluate` measures `n` unseen architectures
+    and returns the prediction's errors."""
+    from mnas_nni import latency_table as table
+
+    s = table.setup(table.compose(list(overrides)))
+    if command == "build":
+        return table.build(s, models, progress=False, repeats=repeats)
+    if command == "evaluate":
+        return table.evaluate(s, n, seed)
+    raise ValueError(f"latency_table command {command!r} is unknown; use build or evaluate")
+
+
 def _result(run_dir: Path) -> SearchResult:
     import yaml
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnas_core.errors import MnasNniError
+from mnas_core.errors import ConfigError, MnasNniError
 from mnas_nni import plugins
 
 
@@ -94,10 +94,16 @@ def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
     table.check_matches(s.device.name, s.device.runtime_id(), s.space.resolution)
     predictor = LatencyPredictor(table, s.space.num_classes)
     rng, skip, archs = random.Random(f"evaluate-{seed}"), table.calibration_keys(), {}
-    while len(archs) < n:
+    misses = 0  # draws in a row that found nothing new: a small space may hold fewer than n unseen ones
+    while len(archs) < n and misses < 2000:
         arch = random_arch(s.space, rng)
-        if arch.key not in skip:
+        fresh = arch.key not in skip and arch.key not in archs
+        misses = 0 if fresh else misses + 1
+        if fresh:
             archs[arch.key] = arch
+    if len(archs) < n:
+        raise ConfigError(f"found only {len(archs)} architectures of the space that the table did not calibrate on "
+                          f"(asked for {n}); evaluate fewer, or widen the search space")
     meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1)
     todo, passes, measured = list(archs.values()), table.repeats or 1, {}
     from rich.progress import Progress

@@ -59,3 +59,25 @@ def test_bad_input_is_raised_as_one_line_not_printed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="search.max_trials must be a positive integer"):
         mnas_nni.search(overrides(tmp_path, "bad", "search.max_trials=0", "tracking=none"))
+
+
+@pytest.mark.slow
+def test_train_and_the_latency_table_are_calls_too(tmp_path, monkeypatch):
+    from mnas_nni.api import latency_table, train
+    from tests.retrain_run import TINY
+
+    monkeypatch.chdir(tmp_path)
+    results = train([*TINY, f"hydra.run.dir={tmp_path / 'train'}"])
+    assert results["epochs"] == 1 and 0.0 <= results["final"]["val_top1"] <= 1.0
+    assert json.loads((tmp_path / "train" / "results.json").read_text())["final"] == results["final"]
+
+    tiny_space = ["search_space.base_blocks=[r1_k3_s11_e1_i32_o16,r2_k3_s22_e6_i16_o24]", "search_space.kernels=[3,5]",
+                  "search_space.conv_ops=[dsconv]", "search_space.se_ratios=[0.0]", "search_space.skip_ops=[identity]",
+                  "search_space.filter_multipliers=[1.0]", "search_space.layer_deltas=[0,1]", "data.resolution=16",
+                  "device.runs=3", "device.warmup=1", f"latency.table={tmp_path / 'table.json'}",
+                  f"latency.cache_path={tmp_path / 'latency.sqlite'}", f"latency.lock_dir={tmp_path / 'locks'}"]
+    built = latency_table("build", tiny_space, models=2, repeats=1)
+    assert built["layers"] > 0 and (tmp_path / "table.json").is_file()
+    assert latency_table("evaluate", tiny_space, n=1)["n"] == 1
+    with pytest.raises(ConfigError, match="found only"):  # the space is too small for 500 unseen ones
+        latency_table("evaluate", tiny_space, n=500)
