@@ -1,8 +1,8 @@
 """Architectures as data: a network is a stem, a list of block specs and a head.
 
-`BlockSpec` is one block of identical layers (all share op, kernel, SE and skip; only the first strides).
-`ArchSpec` is a whole network; it round-trips through JSON, with each block written as an official
-MnasNet block string (see `block_string.py`).
+`BlockSpec` is one block of identical layers (all share op, kernel, SE and skip; only the first strides); it is
+defined in `block_string.py` with the official MnasNet block-string format it is written in.
+`ArchSpec` is a whole network; it round-trips through JSON, with each block written as a block string.
 """
 
 from __future__ import annotations
@@ -10,55 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mnas_core.errors import ArchitectureError
+from search_spaces.block_string import CONV_OPS, SKIP_OPS, BlockSpec, ConvOp, SkipOp, decode_block
 
-ConvOp = Literal["conv", "dsconv", "mbconv"]
-SkipOp = Literal["identity", "pool", "none"]
-CONV_OPS: tuple[str, ...] = ("conv", "dsconv", "mbconv")
-SKIP_OPS: tuple[str, ...] = ("identity", "pool", "none")
+# BlockSpec and its op names live with the block-string format; they stay importable from here.
+__all__ = ["ARCH_FORMAT", "CONV_OPS", "SKIP_OPS", "ArchSpec", "BlockSpec", "ConvOp", "SkipOp"]
+
 ARCH_FORMAT = "mnas-nni/arch-v1"
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """One block: `repeats` layers of the same op; the first has `stride` and maps in -> out filters."""
-
-    op: ConvOp
-    repeats: int
-    kernel: int
-    stride: int
-    expand: int
-    in_filters: int
-    out_filters: int
-    se_ratio: float = 0.0
-    skip: SkipOp = "identity"
-
-    def __post_init__(self) -> None:
-        if self.op not in CONV_OPS:
-            raise ArchitectureError(f"unknown conv op {self.op!r}; expected one of {', '.join(CONV_OPS)}")
-        if self.skip not in SKIP_OPS:
-            raise ArchitectureError(f"unknown skip op {self.skip!r}; expected one of {', '.join(SKIP_OPS)}")
-        for name in ("repeats", "kernel", "stride", "expand", "in_filters", "out_filters"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ArchitectureError(f"block {name} must be a positive integer, got {value!r}")
-        if self.kernel % 2 == 0:
-            raise ArchitectureError(f"block kernel must be odd, got {self.kernel}")
-        if self.stride not in (1, 2):
-            raise ArchitectureError(f"block stride must be 1 or 2, got {self.stride}")
-        if not 0.0 <= self.se_ratio <= 1.0:
-            raise ArchitectureError(f"block se_ratio must lie in [0, 1], got {self.se_ratio}")
-        if self.op == "mbconv" and self.expand < 2:
-            raise ArchitectureError("an mbconv block needs expand >= 2 (expand 1 is a dsconv block)")
-        if self.op != "mbconv" and self.expand != 1:
-            raise ArchitectureError(f"a {self.op} block has no expansion; use e1, got e{self.expand}")
-
-    def to_string(self) -> str:
-        from search_spaces.block_string import encode_block
-
-        return encode_block(self)
 
 
 @dataclass(frozen=True)
@@ -108,8 +68,6 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: Any) -> ArchSpec:
-        from search_spaces.block_string import decode_block
-
         if not isinstance(data, dict):
             raise ArchitectureError(f"an architecture must be a JSON object, got {type(data).__name__}")
         allowed = {"format", "name", "stem_filters", "head_filters", "dropout", "blocks"}

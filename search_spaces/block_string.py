@@ -1,4 +1,4 @@
-"""The official MnasNet block-string format, decoded into and encoded from `BlockSpec`.
+"""One block of a network (`BlockSpec`) and the official MnasNet block-string format it is written in.
 
     [conv_]r{repeats}_k{kernel}_s{s}{s}_e{expand}_i{in}_o{out}[_se{ratio}][_noskip|_poolskip]
 
@@ -11,9 +11,54 @@ format for the rest of the search space: a `conv_` prefix marks a regular-convol
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 from mnas_core.errors import ArchitectureError
-from search_spaces.arch import BlockSpec
+
+ConvOp = Literal["conv", "dsconv", "mbconv"]
+SkipOp = Literal["identity", "pool", "none"]
+CONV_OPS: tuple[str, ...] = ("conv", "dsconv", "mbconv")
+SKIP_OPS: tuple[str, ...] = ("identity", "pool", "none")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block: `repeats` layers of the same op; the first has `stride` and maps in -> out filters."""
+
+    op: ConvOp
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    in_filters: int
+    out_filters: int
+    se_ratio: float = 0.0
+    skip: SkipOp = "identity"
+
+    def __post_init__(self) -> None:
+        if self.op not in CONV_OPS:
+            raise ArchitectureError(f"unknown conv op {self.op!r}; expected one of {', '.join(CONV_OPS)}")
+        if self.skip not in SKIP_OPS:
+            raise ArchitectureError(f"unknown skip op {self.skip!r}; expected one of {', '.join(SKIP_OPS)}")
+        for name in ("repeats", "kernel", "stride", "expand", "in_filters", "out_filters"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ArchitectureError(f"block {name} must be a positive integer, got {value!r}")
+        if self.kernel % 2 == 0:
+            raise ArchitectureError(f"block kernel must be odd, got {self.kernel}")
+        if self.stride not in (1, 2):
+            raise ArchitectureError(f"block stride must be 1 or 2, got {self.stride}")
+        if not 0.0 <= self.se_ratio <= 1.0:
+            raise ArchitectureError(f"block se_ratio must lie in [0, 1], got {self.se_ratio}")
+        if self.op == "mbconv" and self.expand < 2:
+            raise ArchitectureError("an mbconv block needs expand >= 2 (expand 1 is a dsconv block)")
+        if self.op != "mbconv" and self.expand != 1:
+            raise ArchitectureError(f"a {self.op} block has no expansion; use e1, got e{self.expand}")
+
+    def to_string(self) -> str:
+        return encode_block(self)
+
 
 _TOKEN = re.compile(r"^(?:(r|k|e|i|o)(\d+)|s(\d)(\d)|se(\d*\.?\d+)|(noskip|poolskip))$")
 _EXPECTED = "r<N>, k<N>, s<NN>, e<N>, i<N>, o<N>, se<F>, noskip, poolskip"
