@@ -98,7 +98,8 @@ def hints_from_run_dir(run_dir: Path) -> dict[str, Any]:
         flat = {"search_space.num_classes": (config.get("search_space") or {}).get("num_classes"),
                 "search_space.resolution": (config.get("search_space") or {}).get("resolution"),
                 "data.resolution": (config.get("data") or {}).get("resolution")}
-        return _hints(flat)
+        runtime = (config.get("device") or {}).get("runtime")  # the runtime the search measured under
+        return {**_hints(flat), **({"runtime": runtime} if runtime else {})}
     return {}
 
 

@@ -9,6 +9,8 @@ parent run id: its best trial by reward). DIR receives:
     arch.json       the architecture (block strings)
     state_dict.pt   the weights: --weights if given, else the seeded initialisation
     model.onnx      batch 1, opset 17
+    model.pte       the ExecuTorch program lowered to XNNPACK, when the search measured under device.runtime=executorch
+                    (or --runtime executorch)
     retrain.yaml    the full-training recipe (conf/experiment/retrain.yaml) filled in for this model
     source.json     the search it came from (run directory or MLflow run), when SOURCE is one; the trainer
                     (`python -m mnas_nni.train retrain.arch=DIR`) nests its MLflow run under that search's
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from evaluators.latency.export import export_onnx
+from evaluators.latency.export import export_onnx, export_pte
 from mnas_core.errors import ConfigError, MnasNniError
 from mnas_nni.arch_source import resolve_source, search_provenance
 from mnas_nni.export_readme import render_export_readme, training_command
@@ -69,8 +71,9 @@ def load_weights(path: str | Path, expected: set[str]) -> dict[str, Any]:
 
 def export(arch: ArchSpec, out_dir: str | Path, num_classes: int = 1000, resolution: int = 224,
            weights: str | Path | None = None, seed: int = 0,
-           provenance: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write model.py, arch.json, state_dict.pt, model.onnx and retrain.yaml (and source.json) into `out_dir`."""
+           provenance: Mapping[str, Any] | None = None, runtime: str = "onnxruntime") -> dict[str, Path]:
+    """Write model.py, arch.json, state_dict.pt, model.onnx and retrain.yaml (and source.json) into `out_dir`;
+    model.pte too for `runtime="executorch"`, the file that runtime ships."""
     import torch
 
     if num_classes < 1 or resolution < 8:
@@ -89,6 +92,8 @@ def export(arch: ArchSpec, out_dir: str | Path, num_classes: int = 1000, resolut
         model.load_state_dict(load_weights(weights, set(model.state_dict())))
     torch.save(model.state_dict(), paths["state_dict.pt"])
     export_onnx(model, (1, 3, resolution, resolution), paths["model.onnx"])
+    if runtime == "executorch":
+        paths["model.pte"] = export_pte(model, (1, 3, resolution, resolution), out / "model.pte")
     paths["retrain.yaml"].write_text(
         render_retrain_yaml(paths["arch.json"], arch.name or "the exported model", num_classes, resolution),
         encoding="utf-8")
@@ -105,13 +110,15 @@ def export(arch: ArchSpec, out_dir: str | Path, num_classes: int = 1000, resolut
 
 def export_source(source: str, out: str | Path, *, trial: int | None = None, answer: bool = False,
                   num_classes: int | None = None, resolution: int | None = None, tracking_uri: str | None = None,
-                  weights: str | Path | None = None, seed: int = 0) -> tuple[ArchSpec, int, int, dict[str, Path]]:
-    """`python -m mnas_nni.export SOURCE --out OUT ...` as a call: the architecture, its classes and input size
-    (the search's unless given), and the files written."""
+                  weights: str | Path | None = None, seed: int = 0, runtime: str | None = None
+                  ) -> tuple[ArchSpec, int, int, dict[str, Path]]:
+    """`python -m mnas_nni.export SOURCE --out OUT ...` as a call: the architecture, its classes, input size and
+    runtime (the search's unless given), and the files written."""
     arch, hints = resolve_source(source, trial, tracking_uri, answer=answer)
     num_classes = num_classes or hints.get("num_classes", 1000)
     resolution = resolution or hints.get("resolution", 224)
-    paths = export(arch, out, num_classes, resolution, weights, seed, provenance=search_provenance(source))
+    paths = export(arch, out, num_classes, resolution, weights, seed, provenance=search_provenance(source),
+                   runtime=runtime or hints.get("runtime", "onnxruntime"))
     return arch, num_classes, resolution, paths
 
 
@@ -128,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: as the tracker's)")
     parser.add_argument("--weights", default=None, help="a state_dict (.pt) or Lightning checkpoint to load")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights when --weights is absent")
+    parser.add_argument("--runtime", choices=("onnxruntime", "executorch"), default=None,
+                        help="executorch adds model.pte; default: the runtime the search measured under")
     args = parser.parse_args(argv)
     try:
         arch, num_classes, resolution, paths = export_source(
             args.source, args.out, trial=args.trial, answer=args.answer, num_classes=args.num_classes,
-            resolution=args.resolution, tracking_uri=args.tracking_uri, weights=args.weights, seed=args.seed)
+            resolution=args.resolution, tracking_uri=args.tracking_uri, weights=args.weights, seed=args.seed,
+            runtime=args.runtime)
     except MnasNniError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

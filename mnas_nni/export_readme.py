@@ -54,6 +54,8 @@ def render_export_readme(arch: ArchSpec, out: Path, num_classes: int, resolution
         "| `arch.json` | the architecture as block strings |",
         f"| `state_dict.pt` | {state} |",
         f"| `model.onnx` | the same network and weights as ONNX (batch 1, opset 17, {resolution} px) |",
+        *([(f"| `model.pte` | the same network and weights as an ExecuTorch program lowered to XNNPACK (batch 1, "
+             f"{resolution} px) |")] if (out / "model.pte").is_file() else []),
         "| `retrain.yaml` | the full-training recipe (the paper's), filled in for this model |",
         *(["| `source.json` | the search it came from (the trainer nests its MLflow run under it) |"] if provenance
           else []),

@@ -66,3 +66,30 @@ def test_an_unknown_or_missing_runtime_is_one_line_naming_the_fix(monkeypatch):
         check_runtime("executorch")
     assert str(caught.value) == ("device.runtime=executorch needs the executorch package: "
                                  "pip install 'mnas-nni[executorch]'")
+
+
+@needs_executorch
+def test_export_ships_the_pte_program_for_a_search_measured_under_executorch(tmp_path):
+    import yaml
+    from executorch.runtime import Runtime
+
+    from mnas_nni.arch_source import hints_from_run_dir
+    from mnas_nni.export import export_source, import_model_file
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.resolved.yaml").write_text(yaml.safe_dump(
+        {"search_space": {"num_classes": 10, "resolution": 32}, "device": {"runtime": "executorch"}}))
+    assert hints_from_run_dir(run) == {"num_classes": 10, "resolution": 32, "runtime": "executorch"}
+
+    _, _, _, paths = export_source("mnasnet_small", tmp_path / "out", num_classes=10, resolution=32,
+                                   runtime="executorch")
+    model = import_model_file(paths["model.py"]).build_model(10)
+    model.load_state_dict(torch.load(paths["state_dict.pt"], weights_only=True))
+    images = torch.randn(1, 3, 32, 32)
+    logits = Runtime.get().load_program(str(paths["model.pte"])).load_method("forward").execute([images])[0]
+    with torch.no_grad():
+        assert torch.allclose(logits, model.eval()(images), atol=1e-4)
+    assert "`model.pte`" in (tmp_path / "out" / "README.md").read_text()
+    onnx_only = export_source("mnasnet_small", tmp_path / "plain", num_classes=10, resolution=32)[3]
+    assert "model.pte" not in onnx_only and onnx_only["model.onnx"].is_file()
