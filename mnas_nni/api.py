@@ -76,11 +76,11 @@ def search(overrides: Sequence[str] = (), *, config: DictConfig | None = None,
     if config is not None:
         folder = Path(run_dir or Path.cwd()).resolve()
         run_search(config, run_dir=folder)
-        return _result(folder)
+        return _result(resumed_folder(config) or folder)
 
     def task(cfg: DictConfig) -> SearchResult:
         run_search(cfg)
-        return _result(run_dir_of(cfg))
+        return _result(resumed_folder(cfg) or run_dir_of(cfg))
 
     return _run_hydra_job(list(overrides), task)
 
@@ -108,10 +108,20 @@ def latency_table(command: str, overrides: Sequence[str] = (), *, models: int = 
     raise ValueError(f"latency_table command {command!r} is unknown; use build or evaluate")
 
 
+def resumed_folder(cfg: DictConfig) -> Path | None:
+    """The run folder a `search.resume=...` continued (the search runs there, not in Hydra's new folder)."""
+    from mnas_nni.resume import find_run_dir
+
+    resume = cfg.get("search", {}).get("resume")
+    return find_run_dir(str(resume), Path.cwd() / "outputs") if resume else None
+
+
 def _result(run_dir: Path) -> SearchResult:
     import yaml
 
     from mnas_nni.resume import CONFIG_FILE
+
+    run_dir = run_dir.resolve()  # as the search and its tracker name it
 
     config_path = run_dir / CONFIG_FILE
     config = (yaml.safe_load(config_path.read_text()) if config_path.is_file() else None) or {}
@@ -120,7 +130,8 @@ def _result(run_dir: Path) -> SearchResult:
 
 
 def mlflow_parent_run(tracking: dict[str, Any], run_dir: Path) -> str | None:
-    """The MLflow run the tracker made for the search in `run_dir` (it tags it with the folder)."""
+    """The MLflow run the tracker made for the search in `run_dir` (it tags it with the folder). A tracking URI
+    holding a password is masked in the run's config: then the id is not looked up (None)."""
     if not str(tracking.get("_target_", "")).endswith("MlflowTracker"):
         return None
     try:
@@ -128,7 +139,10 @@ def mlflow_parent_run(tracking: dict[str, Any], run_dir: Path) -> str | None:
 
         from mnas_nni.tracking_support import resolve_tracking_uri
 
-        client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking.get("tracking_uri")))
+        uri = resolve_tracking_uri(tracking.get("tracking_uri"))
+        if "***" in uri:
+            return None
+        client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(tracking.get("experiment_name", "mnas-nni"))
         folder = str(run_dir).replace("'", "\\'")
         runs = client.search_runs([experiment.experiment_id], f"tags.run_dir = '{folder}'", max_results=1,
@@ -143,6 +157,7 @@ def _run_hydra_job(overrides: list[str], task: Callable[[DictConfig], Any]) -> A
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     from mnas_nni.__main__ import config_dir
     from mnas_nni.hydra_files import mask_job_copies
@@ -165,6 +180,7 @@ def _run_hydra_job(overrides: list[str], task: Callable[[DictConfig], Any]) -> A
             return hydra.run(config_name="config", task_function=job, overrides=overrides).return_value
         finally:
             GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None  # type: ignore[assignment] - Hydra's run_job leaves the job's set
 
 
 @contextmanager

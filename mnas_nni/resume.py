@@ -46,6 +46,7 @@ def with_run_choices(argv: list[str], config_dir: Path, cwd: Path) -> list[str]:
     a group given on this command line wins. Anything unreadable leaves `argv` as it is (the resume reports it)."""
     import yaml
 
+    INJECTED_CHOICES.clear()  # a second search in this process (the Python API) starts with none
     value = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "search.resume"), None)
     if value is None:
         return argv

@@ -55,6 +55,16 @@ def test_a_searched_mnas_model_exports_from_the_result(tmp_path, monkeypatch):
     assert json.loads(files["arch.json"].read_text())["blocks"] == result.best.arch["blocks"]
 
 
+@pytest.mark.slow
+def test_a_resume_through_the_api_returns_the_resumed_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = mnas_nni.search(overrides(tmp_path, "r", "strategy=random", "search.max_trials=2", "tracking=none"))
+    again = mnas_nni.search([f"search.resume={first.run_dir}", "search.max_trials=3",
+                             f"hydra.run.dir={tmp_path / 'resume-job'}"])
+    assert again.run_dir == first.run_dir.resolve() and len(again.trials) == 3
+    assert [t.trial for t in again.trials] == [1, 2, 3]
+
+
 def test_bad_input_is_raised_as_one_line_not_printed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="search.max_trials must be a positive integer"):

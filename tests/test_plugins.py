@@ -126,6 +126,8 @@ def test_a_part_lacking_its_interface_is_one_line_naming_what_is_missing():
         ("reward", object(), "lacks __call__(), target_ms"),
         ("device", type("Half", (), {"name": "d", "describe": lambda self: {}})(), "lacks measure()"),
         ("strategy", object(), "not an nni.nas.strategy.base.Strategy"),
+        ("reward", type("NoTarget", (), {"target_ms": None, "__call__": lambda self, a, b: a})(),
+         "its target_ms is None, not a positive number"),
     ]
     for kind, part, expected in cases:
         with pytest.raises(ConfigError) as caught:

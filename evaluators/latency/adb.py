@@ -260,7 +260,7 @@ class AdbDevice(LatencyDevice):
             raise ConfigError(f"{type(self.runner).__name__} reads {self.runner.model_suffix} models, got "
                               f"{path.name}; pick a runner/parser for that format in conf/device/adb.yaml")
         if not path.is_file():
-            raise DeviceError(f"model file {path} does not exist; export it first with export_onnx")
+            raise DeviceError(f"model file {path} does not exist; export it first with export_for_runtime")
         serial = self._serial()
         transport = self.transport()
         self._check(transport.shell(serial, shlex.join(["mkdir", "-p", "--", self.remote_dir]), 30), "mkdir")

@@ -80,7 +80,7 @@ def batch_listing(device_name: str, items: Sequence[tuple[str | Path, Sequence[i
     listing = []
     for onnx_path, input_shape in items:
         if not Path(onnx_path).is_file():
-            raise DeviceError(f"{device_name}: model file {onnx_path} does not exist; export it first with export_onnx")
+            raise DeviceError(f"{device_name}: model file {onnx_path} does not exist; export it first with export_for_runtime")
         listing.append([str(onnx_path), [int(d) for d in shape_arg(input_shape).split(",")]])
     return listing
 

@@ -105,7 +105,7 @@ class SshDevice(LatencyDevice):
     def measure(self, onnx_path: str | Path, input_shape: Sequence[int]) -> LatencyResult:
         path = Path(onnx_path)
         if not path.is_file():
-            raise DeviceError(f"{self.name}: model file {path} does not exist; export it first with export_onnx")
+            raise DeviceError(f"{self.name}: model file {path} does not exist; export it first with export_for_runtime")
         shape = shape_arg(input_shape)
 
         def upload_and_run(session: SshSession) -> dict[str, Any]:
