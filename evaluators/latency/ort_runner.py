@@ -68,6 +68,19 @@ def describe_host(threads: int, runtime: str = "onnxruntime") -> dict:
     }
 
 
+def time_calls(infer, warmup: int, runs: int) -> list:
+    """Wall time in ms of each of `runs` calls of `infer()`, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        infer()
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        start = clock()
+        infer()
+        samples.append((clock() - start) / 1e6)
+    return samples
+
+
 def time_model(model: str, shape: list, threads: int, warmup: int, runs: int) -> list:
     """Per-run wall time in ms of `runs` single-input inferences after `warmup` untimed ones."""
     import numpy as np
@@ -84,15 +97,7 @@ def time_model(model: str, shape: list, threads: int, warmup: int, runs: int) ->
     if model_input.type not in dtypes:
         raise ValueError(f"unsupported input type {model_input.type}; export the model with a float input")
     feed = {model_input.name: np.random.default_rng(0).standard_normal(shape).astype(dtypes[model_input.type])}
-    for _ in range(warmup):
-        session.run(None, feed)
-    samples = []
-    clock = time.perf_counter_ns
-    for _ in range(runs):
-        start = clock()
-        session.run(None, feed)
-        samples.append((clock() - start) / 1e6)
-    return samples
+    return time_calls(lambda: session.run(None, feed), warmup, runs)
 
 
 def time_program(model: str, shape: list, threads: int, warmup: int, runs: int) -> list:
@@ -105,15 +110,7 @@ def time_program(model: str, shape: list, threads: int, warmup: int, runs: int) 
     portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool defaults to every core the machine has
     method = Runtime.get().load_program(model).load_method("forward")
     feed = [torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))]
-    for _ in range(warmup):
-        method.execute(feed)
-    samples = []
-    clock = time.perf_counter_ns
-    for _ in range(runs):
-        start = clock()
-        method.execute(feed)
-        samples.append((clock() - start) / 1e6)
-    return samples
+    return time_calls(lambda: method.execute(feed), warmup, runs)
 
 
 def timer(runtime: str):
