@@ -23,13 +23,14 @@ MODEL_SUFFIX = {"onnxruntime": ".onnx", "executorch": ".pte"}
 RUNTIME_EXTRA = {"executorch": "executorch"}  # the pip extra that installs a runtime
 
 
-def check_runtime(runtime: str) -> None:
-    """A known runtime whose package is importable here, else one line naming the fix."""
+def check_runtime(runtime: str, installed_here: bool = True) -> None:
+    """A known runtime, and with `installed_here` one whose package this interpreter imports (a board's or
+    another Python's packages are its runner's to report), else one line naming the fix."""
     import importlib.util
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"device.runtime={runtime!r} is unknown; use one of {', '.join(RUNTIMES)}")
-    if runtime != "onnxruntime" and importlib.util.find_spec(runtime) is None:
+    if installed_here and runtime != "onnxruntime" and importlib.util.find_spec(runtime) is None:
         raise ConfigError(f"device.runtime={runtime} needs the {runtime} package: "
                           f"pip install 'mnas-nni[{RUNTIME_EXTRA[runtime]}]'")
 

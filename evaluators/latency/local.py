@@ -46,8 +46,7 @@ class LocalDevice(LatencyDevice):
         self.runs = int(runs)
         self.timeout_s = float(timeout_s)
         self.python = python or sys.executable
-        if python is None:  # another interpreter's packages are its own: the runner reports them
-            check_runtime(runtime)
+        check_runtime(runtime, installed_here=python is None)  # another interpreter's: the runner reports them
         self.runtime = runtime
         if self.cores and hasattr(os, "sched_getaffinity"):
             allowed = os.sched_getaffinity(0)

@@ -23,7 +23,7 @@ from mnas_core.retry import retry
 from mnas_core.ssh import SshSession, SshTarget, SshTransientError
 
 from .device import LatencyDevice, batch_listing, last_line, parse_runner_output, shape_arg
-from .export import RUNTIMES
+from .export import check_runtime
 from .local import RUNNER_PATH
 from .result import LatencyResult, summarize
 
@@ -54,8 +54,7 @@ class SshDevice(LatencyDevice):
         retry_delay_s: float = 0.5,
         runtime: str = "onnxruntime",
     ) -> None:
-        if runtime not in RUNTIMES:  # the board's own packages are checked when it is described
-            raise ConfigError(f"device.runtime={runtime!r} is unknown; use one of {', '.join(RUNTIMES)}")
+        check_runtime(runtime, installed_here=False)  # the board's own packages are checked when it is described
         if not host:
             raise ConfigError("device.host is empty; set it to the board's address, e.g. device.host=192.168.1.20")
         if threads < 1 or runs < 1 or warmup < 0 or timeout_s <= 0 or connect_timeout_s <= 0 or retries < 0:
