@@ -137,19 +137,17 @@ def mlflow_parent_run(tracking: dict[str, Any], run_dir: Path) -> str | None:
     try:
         from mlflow.tracking import MlflowClient
 
-        from mnas_nni.tracking_support import resolve_tracking_uri
+        from mnas_nni.tracking_support import resolve_tracking_uri, search_parent_run
 
         uri = resolve_tracking_uri(tracking.get("tracking_uri"))
         if "***" in uri:
             return None
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(tracking.get("experiment_name", "mnas-nni"))
-        folder = str(run_dir).replace("'", "\\'")
-        runs = client.search_runs([experiment.experiment_id], f"tags.run_dir = '{folder}'", max_results=1,
-                                  order_by=["attributes.start_time DESC"]) if experiment else []
+        run = search_parent_run(client, experiment.experiment_id, str(run_dir)) if experiment else None
     except Exception:  # noqa: BLE001 - the id is a convenience: an unreachable server is not an error here
         return None
-    return runs[0].info.run_id if runs else None
+    return run.info.run_id if run else None
 
 
 def _run_hydra_job(overrides: list[str], task: Callable[[DictConfig], Any]) -> Any:

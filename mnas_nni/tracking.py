@@ -59,6 +59,7 @@ from mnas_nni.tracking_support import (  # noqa: F401 - re-exported: callers imp
     redact_uri,
     resolve_tracking_uri,
     run_link,
+    search_parent_run,
     store_creation_lock,
     trial_metrics,
     ui_link,
@@ -271,12 +272,10 @@ class MlflowTracker(SearchObserver):
 
     def _resume_parent(self, info: SearchInfo) -> str | None:
         """The parent run of the same run directory, reopened, with the trials it already holds."""
-        run_dir = str(info.run_dir).replace("'", "\\'")
-        runs = self.client.search_runs([self.experiment_id], f"tags.run_dir = '{run_dir}'",
-                                       order_by=["attributes.start_time DESC"], max_results=1)
-        if not runs:
+        run = search_parent_run(self.client, self.experiment_id, str(info.run_dir))
+        if run is None:
             return None
-        parent = runs[0].info.run_id
+        parent = run.info.run_id
         self.client.update_run(parent, status="RUNNING")
         children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
                                            max_results=50000)
