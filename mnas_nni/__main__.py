@@ -53,6 +53,23 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(stopped.exit_code)
 
 
+def own_resumed_run_dir(argv: list[str]) -> None:
+    """A resume owns its run directory before Hydra starts: Hydra writes its copies of the config into the run's
+    `.hydra/` at once, so a second resume of a running search would rewrite them under the first; it stops here
+    instead, in one line naming the process that holds the run (the search takes the same lock again)."""
+    from mnas_core.errors import ResumeError
+    from mnas_nni.resume import resumed_run_dir
+    from mnas_nni.run_lock import own_run_dir
+
+    run_dir = resumed_run_dir(argv, Path.cwd())
+    if run_dir is not None and run_dir.is_dir():
+        try:
+            own_run_dir(run_dir)
+        except ResumeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+
 def main() -> None:
     from mnas_nni.plugins import register_search_path
     from mnas_nni.preflight import exit_if_output_dir_unwritable
@@ -61,6 +78,7 @@ def main() -> None:
     register_search_path()  # pip-installed plugins' config words
     exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)
     sys.argv[1:] = with_run_choices(sys.argv[1:], Path(config_dir()), Path.cwd())  # device.key_file=... on a resume
+    own_resumed_run_dir(sys.argv[1:])
     _main()
     if FAILED_JOBS:
         print(f"{len(FAILED_JOBS)} job(s) of the sweep failed ({'; '.join(f'job {n}' for n in FAILED_JOBS)})",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -109,14 +110,16 @@ def write_or_stop(path: Path, write: Callable[[], T], stop: Callable[[str], None
 
 
 def write_file_atomically(path: Path, data: bytes) -> None:
-    """`data` in `path` whole, or (the write failed) `path` as it was and no temporary file left."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """`data` in `path` whole, or (the write failed) `path` as it was and no temporary file left. The temporary
+    file is this writer's own: two processes writing one path at once (two resumes of a run, each masking
+    Hydra's copies) each replace it whole, the last one wins."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with tmp.open("wb") as f:
+        with tmp.open("xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)

@@ -47,11 +47,10 @@ def with_run_choices(argv: list[str], config_dir: Path, cwd: Path) -> list[str]:
     import yaml
 
     INJECTED_CHOICES.clear()  # a second search in this process (the Python API) starts with none
-    value = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "search.resume"), None)
-    if value is None:
+    run_dir = resumed_run_dir(argv, cwd)
+    if run_dir is None:
         return argv
     try:
-        run_dir = find_run_dir(value, cwd / "outputs")
         typed = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
     except (ResumeError, OSError, yaml.YAMLError):
         return argv
@@ -60,6 +59,15 @@ def with_run_choices(argv: list[str], config_dir: Path, cwd: Path) -> list[str]:
                            and (config_dir / o.split("=", 1)[0].lstrip("+")).is_dir()
                            and o.split("=", 1)[0].lstrip("+") not in given]
     return [*INJECTED_CHOICES, *argv]
+
+
+def resumed_run_dir(argv: list[str], cwd: Path) -> Path | None:
+    """The run directory `search.resume=...` on this command line names, if it names one that exists."""
+    value = next((a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == "search.resume"), None)
+    try:
+        return find_run_dir(value, cwd / "outputs") if value is not None else None
+    except ResumeError:
+        return None
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:

@@ -94,3 +94,27 @@ def test_a_disk_that_fills_mid_search_stops_it_and_a_resume_loses_nothing(tmp_pa
     resumed = [json.loads(line) for line in (out / "resumed.jsonl").read_text().splitlines()]
     assert [t["trial"] for t in resumed] == [1, 2, 3]
     assert resumed[0] == stopped[0]  # kept, not run again
+
+
+def _write_many(path: str, marker: int) -> None:
+    from mnas_nni.disk_space import write_file_atomically
+
+    for _ in range(200):
+        write_file_atomically(Path(path), f"{marker}\n".encode() * 1000)
+
+
+def test_two_processes_writing_one_file_atomically_both_succeed_and_leave_it_whole(tmp_path: Path) -> None:
+    """Two resumes of one run rewrite the same files (Hydra's masked copies) at once: each writer has its own
+    temporary file, so neither finds its rename gone and the file is always one writer's whole text."""
+    import multiprocessing
+
+    target = tmp_path / "config.yaml"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_write_many, args=(str(target), marker)) for marker in (1, 2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+    assert [w.exitcode for w in writers] == [0, 0]
+    assert set(target.read_text().splitlines()) in ({"1"}, {"2"}) and len(target.read_text()) == 2000
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"], "no temporary file left"
