@@ -13,9 +13,9 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
+from mnas_nni.nni_database import prepare_trial_database, results_the_stop_missed  # noqa: F401 - NNI's database
 from mnas_nni.nni_remote import prepare_remote  # noqa: F401 - the app calls nni_adapter.prepare_remote
 
 log = logging.getLogger(__name__)
@@ -227,39 +227,17 @@ def trial_evaluator(function, **arguments):
     return FunctionalEvaluator(function, **arguments)
 
 
-def run_or_resume(experiment, port: int, resume: bool) -> None:
+def run_or_resume(experiment, port: int, resume: bool, trials_left: int = 0) -> None:
     """`NasExperiment.resume()` reloads the strategy and engine state from the experiment's checkpoint
     directory; it needs the experiment in NNI's manifest (~/nni-experiments/.experiment), which a killed
-    search leaves there."""
+    search leaves there. `trials_left`: the trials the resumed search still owes its budget (the
+    checkpointed strategy has seen the rest)."""
     quiet_nni_console()
     if resume:
-        forget_unfinished_trial_jobs(experiment)
+        prepare_trial_database(experiment, trials_left)
         experiment.resume(port=port, wait_completion=True, debug=False)
     else:
         experiment.run(port=port, wait_completion=True, debug=False)
-
-
-def forget_unfinished_trial_jobs(experiment) -> list[str]:
-    """On resume NNI's node manager re-submits every trial job its database still shows WAITING or RUNNING
-    (`NNIManager.addRecoveredTrialJob`), but the Python engine of the resumed process has no model for that
-    job's parameter id: the job takes a concurrency slot that never frees and the search hangs. It also counts
-    every job in its database against `max_trial_number`. Those jobs were cut short by the stop and are not
-    trials of the budget (our strategy runs their architectures again), so they are removed from NNI's
-    database before the resume. Sequential execution has no such database."""
-    import sqlite3
-
-    db = Path(str(experiment.config.experiment_working_directory)) / experiment.id / "db" / "nni.sqlite"
-    if not db.is_file():
-        return []
-    with sqlite3.connect(db) as connection:
-        latest: dict[str, str] = {}
-        for job, event in connection.execute("select trialJobId, event from TrialJobEvent order by rowid"):
-            if job and event != "ADD_HYPERPARAMETER":  # NNI's replay: that event keeps the status
-                latest[job] = {"ADD_CUSTOMIZED": "WAITING", "USER_TO_CANCEL": "USER_CANCELED"}.get(event, event)
-        unfinished = [(job,) for job, event in latest.items() if event in ("WAITING", "RUNNING")]
-        connection.executemany("delete from TrialJobEvent where trialJobId = ?", unfinished)
-        connection.executemany("delete from MetricData where trialJobId = ?", unfinished)
-    return [job for (job,) in unfinished]
 
 
 def ignore_resume_data_commands() -> None:

@@ -50,32 +50,38 @@ class TrialRecorder:
             self._recorded.add(id(model))
             if metric.get("replayed_trial"):  # recorded before the search was killed; already in the log
                 return
-            record = TrialRecord(
-                trial=self.next_trial,
-                status=metric.get("status", SUCCEEDED),
-                arch=metric.get("arch"),
-                sample=dict(getattr(model, "sample", None) or {}),
-                accuracy=metric.get("accuracy"),
-                latency_ms=metric.get("latency_ms"),
-                reward=metric.get("default") if metric.get("status", SUCCEEDED) == SUCCEEDED else None,
-                params=metric.get("params"),
-                macs=metric.get("macs"),
-                train_seconds=float(metric.get("train_seconds") or 0.0),
-                measure_seconds=float(metric.get("measure_seconds") or 0.0),
-                duration_seconds=float(metric.get("duration_seconds") or 0.0),
-                error=metric.get("error"),
-                latency=metric.get("latency") or {},
-                latency_source=metric.get("latency_source"),
-                latency_predicted_ms=metric.get("latency_predicted_ms"),
-                latency_measured_ms=metric.get("latency_measured_ms"),
-                history=metric.get("history") or [],
-                nni_trial_id=metric.get("nni_trial_id"),
-                evaluator=metric.get("evaluator"),
-                finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            )
+            record = record_from_metric(self.next_trial, metric, dict(getattr(model, "sample", None) or {}))
             self.next_trial += 1
             self.last_ok = record.ok
         with signals_deferred():
             self.observer.on_trial_end(record)
         if self.on_recorded is not None:
             self.on_recorded(record)
+
+
+def record_from_metric(trial: int, metric: dict[str, Any], sample: dict[str, Any]) -> TrialRecord:
+    """The record of trial number `trial` from the final metric `mnas_nni.trial.evaluate_trial` reported."""
+    ok = metric.get("status", SUCCEEDED) == SUCCEEDED
+    return TrialRecord(
+        trial=trial,
+        status=metric.get("status", SUCCEEDED),
+        arch=metric.get("arch"),
+        sample=sample,
+        accuracy=metric.get("accuracy"),
+        latency_ms=metric.get("latency_ms"),
+        reward=metric.get("default") if ok else None,
+        params=metric.get("params"),
+        macs=metric.get("macs"),
+        train_seconds=float(metric.get("train_seconds") or 0.0),
+        measure_seconds=float(metric.get("measure_seconds") or 0.0),
+        duration_seconds=float(metric.get("duration_seconds") or 0.0),
+        error=metric.get("error"),
+        latency=metric.get("latency") or {},
+        latency_source=metric.get("latency_source"),
+        latency_predicted_ms=metric.get("latency_predicted_ms"),
+        latency_measured_ms=metric.get("latency_measured_ms"),
+        history=metric.get("history") or [],
+        nni_trial_id=metric.get("nni_trial_id"),
+        evaluator=metric.get("evaluator"),
+        finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )

@@ -20,8 +20,8 @@ from mnas_nni.confirm import confirm_count, confirm_top_k
 from mnas_nni.console import ConsoleObserver, keep_file_only_records_off_console
 from mnas_nni.context import SETTINGS, TrialContext, context_for
 from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
-from mnas_nni.recorder import TrialRecorder
-from mnas_nni.records import TrialRecord, load_records, set_aside_failed_after, set_aside_torn_tail
+from mnas_nni.recorder import TrialRecorder, record_from_metric
+from mnas_nni.records import TrialLog, TrialRecord, load_records, set_aside_failed_after, set_aside_torn_tail
 from mnas_nni.run_lock import own_run_dir, release_all, release_run_dir
 from mnas_nni.tracking import mask_secrets
 from mnas_nni.trial import evaluate_trial
@@ -161,6 +161,11 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
         side, moved = set_aside_failed_after(trial_log, parts.resume_state.get("checkpointed_trials", 0))
         if moved:
             print(f"{moved} trial(s) that failed before the stop run again (their records: {side})", flush=True)
+    if parts.resume_state:
+        recovered = recover_missed_results(trial_log, run_dir, parts.resume_state.get("experiment_id"))
+        if recovered:
+            print(f"{recovered} trial(s) that finished as the search stopped were recorded from NNI's database",
+                  flush=True)
     previous = load_records(trial_log)
     # The tracker starts first: a server that is down stops the search before the console shows anything.
     group = ObserverGroup(parts.tracker, TrialLogObserver(trial_log, stopping.abort),
@@ -206,7 +211,8 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
     save_state()
     with stopping.stop_on_signals() as stop:
         try:
-            nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state))
+            nni_adapter.run_or_resume(experiment, int(search["port"]), resume=bool(parts.resume_state),
+                                      trials_left=search["max_trials"] - checkpointed[0])
             stopping.raise_if_stopped()  # NNI ends the run quietly on a KeyboardInterrupt
             recorder.flush()
             confirm_top_k(parts.context, trial_log, confirm_k)  # stand-alone training of the top k (mnas_nni/confirm.py)
@@ -230,6 +236,18 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
             group.close()
             show_ui_hint(parts.tracker)
     return records
+
+
+def recover_missed_results(trial_log: Path, run_dir: Path, experiment_id: str | None) -> int:
+    """Appends to the trial log the results that finished while the search stopped and never reached it
+    (mnas_nni/nni_database.py); the resumed search replays them instead of training again."""
+    records = load_records(trial_log)
+    missed = nni_adapter.results_the_stop_missed(run_dir / "nni", experiment_id,
+                                                 {r.nni_trial_id for r in records if r.nni_trial_id})
+    log, trial = TrialLog(trial_log), max((r.trial for r in records), default=0)
+    for offset, (metric, sample) in enumerate(missed, start=1):
+        log.append(record_from_metric(trial + offset, metric, sample))
+    return len(missed)
 
 
 def check_some_succeeded(records: list[TrialRecord]) -> None:

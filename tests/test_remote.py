@@ -217,3 +217,79 @@ def test_sigterm_stops_a_remote_search_and_resume_finishes_it(cluster: Cluster) 
     records = [json.loads(line) for line in trial_log.read_text().splitlines()]
     assert [r["trial"] for r in records] == [1, 2, 3] and all(r["status"] == "succeeded" for r in records)
     assert len({json.dumps(r["arch"], sort_keys=True) for r in records}) == 3, "an architecture ran twice"
+
+
+
+def nni_database(path: Path, events: list[tuple[str, str, dict | None]], finals: dict[str, dict]) -> None:
+    """A trial database with the tables and columns NNI's node manager (sqlDatabase.js) creates."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as connection:
+        connection.execute("create table TrialJobEvent (timestamp integer, trialJobId text, event text, data text, "
+                           "logPath text, sequenceId integer, message text, environmentId text)")
+        connection.execute("create table MetricData (timestamp integer, trialJobId text, parameterId text, "
+                           "type text, sequence integer, data text)")
+        connection.execute("create table ExperimentProfile (params text, id text, execDuration integer, "
+                           "startTime integer, endTime integer, logDir text, nextSequenceId integer, revision integer)")
+        connection.executemany("insert into TrialJobEvent (trialJobId, event, data) values (?, ?, ?)",
+                               [(job, event, json.dumps(data) if data else None) for job, event, data in events])
+        connection.executemany("insert into MetricData (trialJobId, type, data) values (?, 'FINAL', ?)",
+                               [(job, json.dumps(json.dumps(metric))) for job, metric in finals.items()])
+        for revision in (1, 2):
+            connection.execute("insert into ExperimentProfile (params, id, revision) values (?, 'exp1', ?)",
+                               (json.dumps({"maxTrialNumber": 3, "trialConcurrency": 1}), revision))
+
+
+def test_resume_database_drops_cut_short_jobs_and_budgets_the_trials_left(tmp_path: Path) -> None:
+    """The database as NNI's manager leaves it after a stop: job A finished before the stop, B ended after it
+    (SUCCEEDED, its result never reached the strategy), C was running. The checkpoint saw one trial of three."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    db = tmp_path / "exp1" / "db" / "nni.sqlite"
+    nni_database(db, [("", "ADD_CUSTOMIZED", None), ("A", "WAITING", None), ("A", "RUNNING", None),
+                      ("A", "SUCCEEDED", None), ("B", "WAITING", None), ("B", "RUNNING", None), ("C", "WAITING", None),
+                      ("B", "SUCCEEDED", None), ("C", "RUNNING", None)],
+                 {"A": {"default": 0.5}, "C": {"default": 0.1}})
+    experiment = SimpleNamespace(id="exp1", config=SimpleNamespace(experiment_working_directory=str(tmp_path)))
+
+    assert nni_adapter.prepare_trial_database(experiment, trials_left=2) == ["C"]
+
+    with sqlite3.connect(db) as connection:
+        jobs = {job for (job,) in connection.execute("select trialJobId from TrialJobEvent where trialJobId != ''")}
+        assert jobs == {"A", "B"}
+        assert [job for (job,) in connection.execute("select trialJobId from MetricData")] == ["A"]
+        profiles = dict(connection.execute("select revision, params from ExperimentProfile"))
+    # NNI counts A and B as submitted; the strategy still owes two trials (B's architecture again, and one more)
+    assert json.loads(profiles[2]) == {"maxTrialNumber": 4, "trialConcurrency": 1}
+    assert json.loads(profiles[1])["maxTrialNumber"] == 3  # NNI reads the newest revision only
+
+
+def test_a_result_that_finished_as_the_search_stopped_is_recorded_on_resume(tmp_path: Path) -> None:
+    """A's result is in trials.jsonl; B finished after the stop began (its result only in NNI's database);
+    R replayed an earlier result; F failed. Only B is recovered, with its sample, and the resume replays it."""
+    from mnas_nni import resume
+    from mnas_nni.records import TrialLog, TrialRecord, load_records
+    from mnas_nni.search_run import recover_missed_results
+
+    arch_a, arch_b = {"blocks": ["r1_k3_s11_e1_i32_o16"]}, {"blocks": ["r2_k5_s22_e6_i16_o24"]}
+    frozen = {"parameters": {"status": "frozen", "sample": {"block1/kernel": 5}}}
+    nni_database(tmp_path / "nni" / "exp1" / "db" / "nni.sqlite",
+                 [("A", "RUNNING", {"parameters": {"sample": {"block1/kernel": 3}}}), ("A", "SUCCEEDED", None),
+                  ("B", "WAITING", None), ("B", "RUNNING", frozen), ("B", "SUCCEEDED", None),
+                  ("R", "SUCCEEDED", None), ("F", "FAILED", None)],
+                 {"A": {"default": 0.5, "arch": arch_a, "nni_trial_id": "A"},
+                  "B": {"default": 0.7, "status": "succeeded", "arch": arch_b, "accuracy": 0.8, "nni_trial_id": "B"},
+                  "R": {"default": 0.5, "arch": arch_a, "replayed_trial": 1, "nni_trial_id": "A"},
+                  "F": {"default": 0.0, "status": "failed", "error": "boom", "nni_trial_id": "F"}})
+    trial_log = tmp_path / "trials.jsonl"
+    TrialLog(trial_log).append(TrialRecord(trial=1, status="succeeded", arch=arch_a, reward=0.5, nni_trial_id="A"))
+
+    assert recover_missed_results(trial_log, tmp_path, "exp1") == 1
+    first, second = load_records(trial_log)
+    assert (second.trial, second.arch, second.sample, second.reward, second.nni_trial_id) == \
+        (2, arch_b, {"block1/kernel": 5}, 0.7, "B")
+    assert resume.replay_table(trial_log, checkpointed_trials=1)[resume.arch_key(arch_b)]["accuracy"] == 0.8
+    assert recover_missed_results(trial_log, tmp_path, "exp1") == 0, "a second resume recovers nothing twice"
+    assert recover_missed_results(trial_log, tmp_path, None) == 0  # sequential execution: no database
