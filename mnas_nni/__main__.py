@@ -28,9 +28,9 @@ def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from mnas_nni.hydra_files import mask_job_copies
-    from mnas_nni.search_run import run_search
-    from mnas_nni.stopping import SearchStopped
+    from mnas_nni.run.hydra_files import mask_job_copies
+    from mnas_nni.run.search import run_search
+    from mnas_nni.run.stopping import SearchStopped
 
     mask_job_copies()  # Hydra wrote its copies of the config, secrets as typed: mask them at once
     hydra_cfg = HydraConfig.get()
@@ -58,8 +58,8 @@ def own_resumed_run_dir(argv: list[str]) -> None:
     `.hydra/` at once, so a second resume of a running search would rewrite them under the first; it stops here
     instead, in one line naming the process that holds the run (the search takes the same lock again)."""
     from mnas_core.errors import ResumeError
-    from mnas_nni.resume import resumed_run_dir
-    from mnas_nni.run_lock import own_run_dir
+    from mnas_nni.run.lock import own_run_dir
+    from mnas_nni.run.resume import resumed_run_dir
 
     run_dir = resumed_run_dir(argv, Path.cwd())
     if run_dir is not None and run_dir.is_dir():
@@ -72,8 +72,8 @@ def own_resumed_run_dir(argv: list[str]) -> None:
 
 def main() -> None:
     from mnas_nni.plugins import register_search_path
-    from mnas_nni.preflight import exit_if_output_dir_unwritable
-    from mnas_nni.resume import with_run_choices
+    from mnas_nni.run.preflight import exit_if_output_dir_unwritable
+    from mnas_nni.run.resume import with_run_choices
 
     register_search_path()  # pip-installed plugins' config words
     exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)

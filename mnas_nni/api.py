@@ -24,7 +24,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mnas_nni.records import TrialRecord, load_records, target_answer, top_k
+from mnas_nni.run.records import TrialRecord, load_records, target_answer, top_k
+from mnas_nni.run.stopping import SearchAborted, SearchStopped  # noqa: F401 - raised by search(): public here
 
 
 @dataclass
@@ -71,7 +72,7 @@ def search(overrides: Sequence[str] = (), *, config: DictConfig | None = None,
            run_dir: str | Path | None = None) -> SearchResult:
     """Run a search: from the CLI's override strings (`["strategy=evolution", "hydra.run.dir=..."]`), or from a
     composed `config` (then in `run_dir`, default the current folder). Returns its `SearchResult`."""
-    from mnas_nni.search_run import run_dir_of, run_search
+    from mnas_nni.run.search import run_dir_of, run_search
 
     if config is not None:
         folder = Path(run_dir or Path.cwd()).resolve()
@@ -110,7 +111,7 @@ def latency_table(command: str, overrides: Sequence[str] = (), *, models: int = 
 
 def resumed_folder(cfg: DictConfig) -> Path | None:
     """The run folder a `search.resume=...` continued (the search runs there, not in Hydra's new folder)."""
-    from mnas_nni.resume import find_run_dir
+    from mnas_nni.run.resume import find_run_dir
 
     resume = cfg.get("search", {}).get("resume")
     return find_run_dir(str(resume), Path.cwd() / "outputs") if resume else None
@@ -119,7 +120,7 @@ def resumed_folder(cfg: DictConfig) -> Path | None:
 def _result(run_dir: Path) -> SearchResult:
     import yaml
 
-    from mnas_nni.resume import CONFIG_FILE
+    from mnas_nni.run.resume import CONFIG_FILE
 
     run_dir = run_dir.resolve()  # as the search and its tracker name it
 
@@ -158,10 +159,10 @@ def _run_hydra_job(overrides: list[str], task: Callable[[DictConfig], Any]) -> A
     from hydra.core.hydra_config import HydraConfig
 
     from mnas_nni.__main__ import config_dir
-    from mnas_nni.hydra_files import mask_job_copies
     from mnas_nni.plugins import register_search_path
-    from mnas_nni.preflight import check_hydra_output_dir
-    from mnas_nni.resume import with_run_choices
+    from mnas_nni.run.hydra_files import mask_job_copies
+    from mnas_nni.run.preflight import check_hydra_output_dir
+    from mnas_nni.run.resume import with_run_choices
 
     register_search_path()
     check_hydra_output_dir(overrides, Path.cwd())

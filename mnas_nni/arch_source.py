@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mnas_core.errors import ArchitectureError, ConfigError
-from mnas_nni.records import load_records, target_answer, top_k
-from mnas_nni.resume import CONFIG_FILE
+from mnas_nni.run.records import load_records, target_answer, top_k
+from mnas_nni.run.resume import CONFIG_FILE
 from search_spaces.arch import ArchSpec
 from search_spaces.presets import PRESETS, load_preset
 

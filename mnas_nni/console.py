@@ -22,8 +22,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mnas_nni.observers import SearchInfo, SearchObserver
-from mnas_nni.records import TrialRecord, target_answer, top_k
+from mnas_nni.run.observers import SearchInfo, SearchObserver
+from mnas_nni.run.records import TrialRecord, target_answer, top_k
 from search_spaces.block_string import decode_block
 
 OP_CODES = {"conv": "C", "dsconv": "DS", "mbconv": "MB"}

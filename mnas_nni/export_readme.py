@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mnas_nni.resume import CONFIG_FILE
+from mnas_nni.run.resume import CONFIG_FILE
 from search_spaces.arch import ArchSpec
 
 

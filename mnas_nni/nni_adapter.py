@@ -188,7 +188,7 @@ def make_experiment(space, evaluator, strategy, config, on_final_metric, on_trai
             import nni
             from nni.nas.utils.serializer import TorchSerializer, get_default_serializer
 
-            from mnas_nni.disk_space import write_file_atomically
+            from mnas_nni.run.disk_space import write_file_atomically
 
             directory = self._checkpoint_directory
             directory.mkdir(parents=True, exist_ok=True)

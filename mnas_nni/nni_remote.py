@@ -37,7 +37,7 @@ result = {"executable": sys.executable, "home": os.path.expanduser("~")}
 try:
     import nni
     result["nni"] = nni.__version__
-    import mnas_nni, mnas_nni.records  # noqa: F401 - the trial function lives in mnas_nni.trial
+    import mnas_nni, mnas_nni.run.records  # noqa: F401 - the trial function lives in mnas_nni.trial
 except Exception as err:
     result["import_error"] = (type(err).__name__ + ": " + str(err)).splitlines()[0]
 try:

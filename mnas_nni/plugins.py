@@ -8,7 +8,8 @@ Ours and a user's are found and built the same way: a user's package ships its o
 
 `build(kind, node)` instantiates the part and checks it against `INTERFACES[kind]`: a part that lacks what the
 engine calls fails at start-up with one line naming what is missing, not with a traceback mid-search.
-docs/plugins.md documents each interface.
+docs/plugins.md documents each interface. The tracker's base class, `SearchObserver`, and what its hooks
+receive (`SearchInfo`, `TrialRecord`) are imported from here: their modules may move, this name stays.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 from mnas_core.errors import ConfigError
 from mnas_core.instantiate import instantiate
+from mnas_nni.run.observers import SearchInfo, SearchObserver  # noqa: F401 - the tracker interface, public here
+from mnas_nni.run.records import TrialRecord  # noqa: F401 - what a tracker's hooks receive
 
 ENTRY_POINT_GROUP = "mnas_nni.plugins"
 DOCS = "docs/plugins.md"
@@ -65,7 +68,7 @@ INTERFACES: dict[str, Interface] = {
     "data": Interface(("train_dataloader", "val_dataloader"), ("num_classes", "resolution", "batch_size"),
                       how="a LightningDataModule like evaluators.data.DigitsDataModule"),
     "tracking": Interface(("on_search_start", "on_trial_end", "on_search_end", "close"),
-                          how="a subclass of mnas_nni.observers.SearchObserver"),
+                          how="a subclass of mnas_nni.plugins.SearchObserver"),
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mnas_nni.records import TrialRecord, pareto_front, top_k
+from mnas_nni.run.records import TrialRecord, pareto_front, top_k
 
 TOPK_COLUMNS = ("rank", "trial", "reward", "accuracy", "latency_ms", "params_m", "macs_m", "blocks")
 REPORT_FILES = ("pareto.png", "reward.png", "topk.md", "topk.csv", "pareto.json")

@@ -30,9 +30,9 @@ import yaml
 
 from mnas_core.errors import ConfigError
 from mnas_core.retry import retry
-from mnas_nni.observers import SearchInfo, SearchObserver
-from mnas_nni.records import TrialRecord, load_records, pareto_front, target_answer
-from mnas_nni.records import top_k as best_by
+from mnas_nni.run.observers import SearchInfo, SearchObserver
+from mnas_nni.run.records import TrialRecord, load_records, pareto_front, target_answer
+from mnas_nni.run.records import top_k as best_by
 from mnas_nni.tracking_support import (  # noqa: F401 - re-exported: callers import them from here
     EXPERIMENT_KIND,
     MASK,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mnas_core.errors import ConfigError
-from mnas_nni.records import TrialRecord
+from mnas_nni.run.records import TrialRecord
 
 SECRET_WORDS = ("password", "passphrase", "token", "secret", "key_file", "api_key", "apikey", "private_key")
 MASK = "***"

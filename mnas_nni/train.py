@@ -226,14 +226,14 @@ def train_from_cli(cfg: DictConfig, overrides: Sequence[str], run_dir: Path | No
 def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from mnas_nni.hydra_files import mask_job_copies
+    from mnas_nni.run.hydra_files import mask_job_copies
 
     mask_job_copies()  # Hydra's copies of the config hold secrets as typed
     train_from_cli(cfg, list(HydraConfig.get().overrides.task))
 
 
 def main() -> None:
-    from mnas_nni.preflight import exit_if_output_dir_unwritable
+    from mnas_nni.run.preflight import exit_if_output_dir_unwritable
 
     plugins.register_search_path()  # pip-installed plugins' config words
     exit_if_output_dir_unwritable()  # before Hydra makes the folder (its failure there is a traceback)

@@ -234,7 +234,7 @@ class StopOnSignal:
 
 def resume_command(overrides: Sequence[str], run_dir: Path) -> str:
     """The command that continues a stopped training: its own overrides, `retrain.resume` pointing at it."""
-    from mnas_nni.hydra_files import mask_text  # a password typed on the command line is not printed back
+    from mnas_nni.run.hydra_files import mask_text  # a password typed on the command line is not printed back
 
     kept = [mask_text(o) for o in overrides if not o.startswith(("retrain.resume=", "hydra.run.dir="))]
     return shlex.join(["python", "-m", "mnas_nni.train", *kept, f"retrain.resume={run_dir}"])

@@ -21,10 +21,10 @@ import nni
 from torch import nn
 
 from mnas_core.errors import TrialError, one_line
-from mnas_nni import resume, stopping
 from mnas_nni.console import LOG_FILE_ONLY
-from mnas_nni.context import context_for
-from mnas_nni.records import FAILED
+from mnas_nni.run import resume, stopping
+from mnas_nni.run.context import context_for
+from mnas_nni.run.records import FAILED
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def evaluate_trial(model: nn.Module, *, failure_reward: float = 0.0, timeout_s: 
                    replay: dict[str, dict] | None = None, **settings: Any) -> None:
     """NNI entry point. A failing trial still reports its reason (and `failure_reward`), then re-raises so
     NNI marks it failed; the search goes on. An architecture whose result a killed search recorded after its
-    last checkpoint (`replay`, see mnas_nni/resume.py) reports that result instead of training again."""
+    last checkpoint (`replay`, see mnas_nni/run/resume.py) reports that result instead of training again."""
     context = context_for(settings)
     arch = getattr(model, "arch", None)
     known = (replay or {}).get(resume.arch_key(arch.to_dict())) if arch is not None else None

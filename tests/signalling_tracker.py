@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mnas_nni.records import TrialRecord
+from mnas_nni.run.records import TrialRecord
 from mnas_nni.tracking import MlflowTracker
 
 

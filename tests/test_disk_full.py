@@ -97,7 +97,7 @@ def test_a_disk_that_fills_mid_search_stops_it_and_a_resume_loses_nothing(tmp_pa
 
 
 def _write_many(path: str, marker: int) -> None:
-    from mnas_nni.disk_space import write_file_atomically
+    from mnas_nni.run.disk_space import write_file_atomically
 
     for _ in range(200):
         write_file_atomically(Path(path), f"{marker}\n".encode() * 1000)

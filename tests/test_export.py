@@ -16,7 +16,7 @@ import yaml
 
 from mnas_core.errors import ArchitectureError, ConfigError
 from mnas_nni.export import export, import_model_file, main, render_model_code, resolve_source, scaled_recipe
-from mnas_nni.records import FAILED, SUCCEEDED, TrialLog, TrialRecord
+from mnas_nni.run.records import FAILED, SUCCEEDED, TrialLog, TrialRecord
 from search_spaces import ArchSpec, MnasSpace, build_model, load_preset
 
 ROOT = Path(__file__).resolve().parents[1]

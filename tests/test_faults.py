@@ -148,7 +148,7 @@ def test_two_searches_sharing_one_device_never_measure_at_once(tmp_path):
 
 
 def test_finished_trials_survive_a_crash_mid_line(tmp_path):
-    from mnas_nni.records import TrialLog, TrialRecord
+    from mnas_nni.run.records import TrialLog, TrialRecord
 
     log = TrialLog(tmp_path / "trials.jsonl")
     log.append(TrialRecord(trial=1, status="succeeded", reward=0.5))

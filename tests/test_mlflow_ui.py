@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnas_nni.observers import ObserverGroup
+from mnas_nni.run.observers import ObserverGroup
 from mnas_nni.tracking import MlflowTracker
 from tests.mlflow_server import mlflow_server
 from tests.test_tracking import RECORDS, search_info

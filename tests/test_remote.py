@@ -269,9 +269,9 @@ def test_resume_database_drops_cut_short_jobs_and_budgets_the_trials_left(tmp_pa
 def test_a_result_that_finished_as_the_search_stopped_is_recorded_on_resume(tmp_path: Path) -> None:
     """A's result is in trials.jsonl; B finished after the stop began (its result only in NNI's database);
     R replayed an earlier result; F failed. Only B is recovered, with its sample, and the resume replays it."""
-    from mnas_nni import resume
-    from mnas_nni.records import TrialLog, TrialRecord, load_records
-    from mnas_nni.search_run import recover_missed_results
+    from mnas_nni.run import resume
+    from mnas_nni.run.records import TrialLog, TrialRecord, load_records
+    from mnas_nni.run.search import recover_missed_results
 
     arch_a, arch_b = {"blocks": ["r1_k3_s11_e1_i32_o16"]}, {"blocks": ["r2_k5_s22_e6_i16_o24"]}
     frozen = {"parameters": {"status": "frozen", "sample": {"block1/kernel": 5}}}

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord, pareto_front
 from mnas_nni.reports import (
     REPORT_FILES,
     pareto_figure,
@@ -22,6 +21,7 @@ from mnas_nni.reports import (
     topk_table,
     write_reports,
 )
+from mnas_nni.run.records import FAILED, SUCCEEDED, TrialRecord, pareto_front
 
 ARCH = {"blocks": ["r1_k3_s11_e1_i32_o16_noskip", "r2_k3_s22_e6_i16_o24"]}
 

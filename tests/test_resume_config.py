@@ -59,7 +59,7 @@ def test_four_searches_started_at_once_share_one_new_store(tmp_path):
 
 
 def test_a_secret_masked_inside_a_list_is_taken_from_the_resume_command(tmp_path):
-    from mnas_nni import resume
+    from mnas_nni.run import resume
 
     machine = {"host": "10.0.0.2", "ssh_key_file": "/home/me/.ssh/id_ed25519"}
     config = {"search": {"max_trials": 4, "machines": [machine]}, "tracking": {}}
@@ -69,3 +69,21 @@ def test_a_secret_masked_inside_a_list_is_taken_from_the_resume_command(tmp_path
     other = {"search": {"max_trials": 4, "machines": [{**machine, "host": "10.0.0.3"}]}, "tracking": {}}
     with pytest.raises(resume.ResumeError, match="search.machines"):
         resume.resumed_config(tmp_path, other)
+
+
+def test_a_run_saved_before_the_package_was_grouped_resumes_with_its_tracker(tmp_path):
+    # config.resolved.yaml of a run from before mnas_nni/ was grouped names the tracker by its old module path
+    from hydra.utils import get_class
+
+    from mnas_nni.plugins import SearchObserver
+    from mnas_nni.run import resume
+
+    saved = {"search": {"max_trials": 4}, "tracking": {"_target_": "mnas_nni.observers.SearchObserver"},
+             "strategy": {"_target_": "strategies.ppo_rnn.PpoRnn"}}
+    today = {"search": {"max_trials": 6}, "tracking": {"_target_": "mnas_nni.plugins.SearchObserver"},
+             "strategy": {"_target_": "strategies.ppo_rnn.PpoRnn"}}
+    resume.write_config(tmp_path, saved)
+    merged = resume.resumed_config(tmp_path, today, given=["search.max_trials"])
+    assert merged["tracking"]["_target_"] == "mnas_nni.run.observers.SearchObserver"  # the run's own tracker
+    assert get_class(merged["tracking"]["_target_"]) is SearchObserver
+    assert merged["strategy"]["_target_"] == "strategies.ppo_rnn.PpoRnn" and merged["search"]["max_trials"] == 6

@@ -34,7 +34,7 @@ def test_two_resumes_at_once_run_each_trial_once_and_a_killed_owner_blocks_nothi
 
     # A holder killed with SIGKILL leaves the lock file, not the lock.
     holder = subprocess.Popen(
-        [sys.executable, "-c", ("import time; from pathlib import Path; from mnas_nni.run_lock import own_run_dir;"
+        [sys.executable, "-c", ("import time; from pathlib import Path; from mnas_nni.run.lock import own_run_dir;"
                                 f" own_run_dir(Path({str(run_dir)!r})); print('held', flush=True); time.sleep(120)")],
         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True, env=ENV)
     assert holder.stdout.readline().strip() == "held"
@@ -80,8 +80,8 @@ def test_a_resume_keeps_the_runs_budget_unless_given_and_a_torn_record_is_set_as
 
 
 def test_failures_in_a_row_for_one_reason_stop_the_search_after_a_success_too() -> None:
-    from mnas_nni.observers import FailureGuard
-    from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord
+    from mnas_nni.run.observers import FailureGuard
+    from mnas_nni.run.records import FAILED, SUCCEEDED, TrialRecord
 
     stops: list[str] = []
     guard = FailureGuard(3, stops.append)

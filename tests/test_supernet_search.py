@@ -156,7 +156,7 @@ def test_imagenet_supernet_experiment_composes():
 
 def test_confirm_count_defaults_by_evaluator_and_refuses_bad_values():
     from mnas_core.errors import ConfigError
-    from mnas_nni.confirm import confirm_count
+    from mnas_nni.run.confirm import confirm_count
 
     assert confirm_count({"confirm_top_k": None}, "supernet") == 5
     assert confirm_count({"confirm_top_k": None}, "proxy") == 0
@@ -166,7 +166,7 @@ def test_confirm_count_defaults_by_evaluator_and_refuses_bad_values():
 
 
 def test_top_k_ranks_by_the_confirmed_reward_once_there_is_one():
-    from mnas_nni.records import TrialRecord, top_k
+    from mnas_nni.run.records import TrialRecord, top_k
 
     records = [TrialRecord(trial=1, status="succeeded", reward=0.9, confirmed_reward=0.5),
                TrialRecord(trial=2, status="succeeded", reward=0.8, confirmed_reward=0.7),

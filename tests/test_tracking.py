@@ -15,8 +15,8 @@ from mlflow import MlflowClient
 
 from mnas_core.errors import ConfigError
 from mnas_nni.export import resolve_source
-from mnas_nni.observers import ObserverGroup, SearchInfo
-from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord
+from mnas_nni.run.observers import ObserverGroup, SearchInfo
+from mnas_nni.run.records import FAILED, SUCCEEDED, TrialRecord
 from mnas_nni.tracking import MlflowTracker, flatten_params, mask_secrets, resolve_tracking_uri, ui_link
 from search_spaces import ArchSpec, load_preset
 from tests.mlflow_server import mlflow_server

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mnas_core.errors import ConfigError, MnasNniError, one_line
-from mnas_nni.records import TrialLog, TrialRecord, load_records, top_k
+from mnas_nni.run.records import TrialLog, TrialRecord, load_records, top_k
 
 log = logging.getLogger(__name__)
 DEFAULT_SUPERNET_K = 5

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from mnas_nni.disk_space import write_file_atomically
+from mnas_nni.run.disk_space import write_file_atomically
 from mnas_nni.tracking import MASK, SECRET_WORDS, is_secret, mask_secrets, redact_uri
 
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml", "multirun.yaml")  # the last: a sweep's folder

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnas_nni.disk_space import write_file_atomically
+from mnas_nni.run.disk_space import write_file_atomically
 
 SUCCEEDED, FAILED = "succeeded", "failed"
 
@@ -42,7 +42,7 @@ class TrialRecord:
     nni_trial_id: str | None = None
     finished_at: str | None = None
     evaluator: str | None = None  # what scored the trial: proxy | supernet
-    # a stand-alone proxy training and device measurement after the search (mnas_nni/confirm.py)
+    # a stand-alone proxy training and device measurement after the search (mnas_nni/run/confirm.py)
     confirmed_accuracy: float | None = None
     confirmed_latency_ms: float | None = None
     confirmed_reward: float | None = None

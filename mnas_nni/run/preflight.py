@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mnas_core.errors import ConfigError, DatasetNotFoundError, one_line
-from mnas_nni.disk_space import free_space, is_disk_full, nearest_existing
+from mnas_nni.run.disk_space import free_space, is_disk_full, nearest_existing
 
 SAMPLES_DECODED = 4  # training samples read at startup (spread over the split): corrupt files fail here
 

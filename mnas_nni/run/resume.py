@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mnas_core.errors import ResumeError
-from mnas_nni.disk_space import write_file_atomically
-from mnas_nni.records import TrialRecord, load_records
+from mnas_nni.moved_modules import moved_targets
+from mnas_nni.run.disk_space import write_file_atomically
+from mnas_nni.run.records import TrialRecord, load_records
 from mnas_nni.tracking_support import MASK
 
 STATE_FILE = "resume.json"
@@ -117,6 +118,8 @@ def resumed_config(run_dir: Path, current: dict[str, Any], given: list[str] | No
         return current  # a run from before the file existed: today's config, as before
     if current["search"].get("resume_override"):
         return current
+    original = moved_targets(original)  # a run saved before the package was grouped names old module paths
+
     def was_given(key: str) -> bool:
         return given is None or any(key == g or key.startswith(f"{g}.") for g in given)
 

@@ -6,9 +6,9 @@ import datetime as dt
 import threading
 from typing import Any
 
-from mnas_nni.observers import SearchObserver
-from mnas_nni.records import FAILED, SUCCEEDED, TrialRecord
-from mnas_nni.stopping import signals_deferred
+from mnas_nni.run.observers import SearchObserver
+from mnas_nni.run.records import FAILED, SUCCEEDED, TrialRecord
+from mnas_nni.run.stopping import signals_deferred
 
 
 class TrialRecorder:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnas_nni.records import TrialRecord
+from mnas_nni.run.records import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ class TrialLogObserver(SearchObserver):
     disk stops the search (`stop(reason)`) once the record is saved in the room the run's reserve leaves."""
 
     def __init__(self, path: Path, stop: Callable[[str], None]):
-        from mnas_nni.records import TrialLog
+        from mnas_nni.run.records import TrialLog
 
         self.log, self.stop = TrialLog(path), stop
 
     def on_trial_end(self, record: TrialRecord) -> None:
-        from mnas_nni.disk_space import DiskFull, write_or_stop
+        from mnas_nni.run.disk_space import DiskFull, write_or_stop
 
         try:
             write_or_stop(self.log.path, lambda: self.log.append(record), self.stop)

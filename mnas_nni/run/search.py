@@ -15,14 +15,21 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mnas_core.errors import ConfigError
-from mnas_nni import disk_space, nni_adapter, plugins, preflight, resume, stopping
-from mnas_nni.confirm import confirm_count, confirm_top_k
+from mnas_nni import nni_adapter, plugins
 from mnas_nni.console import ConsoleObserver, keep_file_only_records_off_console
-from mnas_nni.context import SETTINGS, TrialContext, context_for
-from mnas_nni.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
-from mnas_nni.recorder import TrialRecorder, record_from_metric
-from mnas_nni.records import TrialLog, TrialRecord, load_records, set_aside_failed_after, set_aside_torn_tail
-from mnas_nni.run_lock import own_run_dir, release_all, release_run_dir
+from mnas_nni.run import disk_space, preflight, resume, stopping
+from mnas_nni.run.confirm import confirm_count, confirm_top_k
+from mnas_nni.run.context import SETTINGS, TrialContext, context_for
+from mnas_nni.run.lock import own_run_dir, release_all, release_run_dir
+from mnas_nni.run.observers import FailureGuard, ObserverGroup, SearchInfo, SearchObserver, TrialLogObserver
+from mnas_nni.run.recorder import TrialRecorder, record_from_metric
+from mnas_nni.run.records import (
+    TrialLog,
+    TrialRecord,
+    load_records,
+    set_aside_failed_after,
+    set_aside_torn_tail,
+)
 from mnas_nni.tracking import mask_secrets
 from mnas_nni.trial import evaluate_trial
 
@@ -215,7 +222,7 @@ def _run(cfg: DictConfig, parts: SearchParts, observers: list[SearchObserver] | 
                                       trials_left=search["max_trials"] - checkpointed[0])
             stopping.raise_if_stopped()  # NNI ends the run quietly on a KeyboardInterrupt
             recorder.flush()
-            confirm_top_k(parts.context, trial_log, confirm_k)  # stand-alone training of the top k (mnas_nni/confirm.py)
+            confirm_top_k(parts.context, trial_log, confirm_k)  # stand-alone training of the top k (run/confirm.py)
             check_some_succeeded(load_records(trial_log))
         except stopping.SearchAborted as err:
             err.run_dir = run_dir  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from torch import nn
 from evaluators.latency import LatencyEvaluator
 from mnas_core.errors import TrialError
 from mnas_nni.plugins import build
-from mnas_nni.records import SUCCEEDED
+from mnas_nni.run.records import SUCCEEDED
 from search_spaces.profile import profile_model
 
 SETTINGS = ("data", "train", "device", "reward", "latency", "evaluator", "seed")
@@ -35,7 +35,7 @@ class TrialContext:
         self.seed = int(settings["seed"])
         self.train: dict[str, Any] = dict(settings["train"])
         self.latency_settings: dict[str, Any] = dict(settings["latency"])
-        self.replayed: set[int] = set()  # trials a resumed search already replayed (see mnas_nni/resume.py)
+        self.replayed: set[int] = set()  # trials a resumed search already replayed (see mnas_nni/run/resume.py)
 
     @cached_property
     def datamodule(self) -> Any:
