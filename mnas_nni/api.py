@@ -138,7 +138,8 @@ def mlflow_parent_run(tracking: dict[str, Any], run_dir: Path) -> str | None:
     try:
         from mlflow.tracking import MlflowClient
 
-        from mnas_nni.tracking_support import resolve_tracking_uri, search_parent_run
+        from mnas_nni.tracking.parent_run import search_parent_run
+        from mnas_nni.tracking.support import resolve_tracking_uri
 
         uri = resolve_tracking_uri(tracking.get("tracking_uri"))
         if "***" in uri:

@@ -29,6 +29,10 @@ MOVED_MODULES: dict[str, str] = {
     "mnas_nni.records": "mnas_nni.run.records",
     "mnas_nni.observers": "mnas_nni.run.observers",
     "mnas_nni.hydra_files": "mnas_nni.run.hydra_files",
+    # tracking and reports (mnas_nni.tracking itself became the package: its names stay importable there)
+    "mnas_nni.tracking_support": "mnas_nni.tracking.support",
+    "mnas_nni.reports": "mnas_nni.tracking.reports",
+    "mnas_nni.console": "mnas_nni.tracking.console",
 }
 
 

@@ -21,10 +21,10 @@ import nni
 from torch import nn
 
 from mnas_core.errors import TrialError, one_line
-from mnas_nni.console import LOG_FILE_ONLY
 from mnas_nni.run import resume, stopping
 from mnas_nni.run.context import context_for
 from mnas_nni.run.records import FAILED
+from mnas_nni.tracking.console import LOG_FILE_ONLY
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from mnas_nni.console import answer_line
 from mnas_nni.run.records import FAILED, SUCCEEDED, TrialRecord, target_answer
+from mnas_nni.tracking.console import answer_line
 
 TARGET_MS = 5.338  # Pixel 3, bench/results/hw_nas_bench
 

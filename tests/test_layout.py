@@ -15,6 +15,7 @@ from mnas_nni.moved_modules import MOVED_MODULES, moved_target
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mnas_nni"
+MAX_MODULE_LINES = 400  # issue 35: no module over about 400 lines
 
 
 @pytest.mark.parametrize("old", sorted(MOVED_MODULES))
@@ -64,6 +65,16 @@ def test_the_documented_public_names_import_from_their_stable_places():
     assert mnas_nni.SearchAborted is api.SearchAborted is SearchAborted
 
 
+def test_the_tracking_package_keeps_the_names_of_the_module_it_replaced():
+    from mnas_nni import tracking
+    from mnas_nni.tracking.tracker import MlflowTracker
+
+    assert tracking.MlflowTracker is MlflowTracker
+    for name in ("MASK", "SECRET_WORDS", "EXPERIMENT_KIND", "is_secret", "mask_secrets", "redact_uri", "ui_link",
+                 "check_reachable", "flatten_params", "resolve_tracking_uri", "search_parent_run"):
+        assert getattr(tracking, name) is not None, name
+    assert set(tracking.__all__) <= set(dir(tracking))
+
 def test_every_target_in_conf_names_what_imports():
     from hydra.utils import get_object
 
@@ -81,3 +92,7 @@ def test_every_subpackage_is_listed_for_the_wheel():
     found = {".".join(init.parent.relative_to(ROOT).parts) for init in PACKAGE.rglob("__init__.py")}
     assert found <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
 
+
+def test_no_module_is_over_about_400_lines():
+    sizes = {str(path.relative_to(ROOT)): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
+    assert not {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}

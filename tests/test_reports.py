@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from mnas_nni.reports import (
+from mnas_nni.run.records import FAILED, SUCCEEDED, TrialRecord, pareto_front
+from mnas_nni.tracking.reports import (
     REPORT_FILES,
     pareto_figure,
     pareto_plot,
@@ -21,7 +22,6 @@ from mnas_nni.reports import (
     topk_table,
     write_reports,
 )
-from mnas_nni.run.records import FAILED, SUCCEEDED, TrialRecord, pareto_front
 
 ARCH = {"blocks": ["r1_k3_s11_e1_i32_o16_noskip", "r2_k3_s22_e6_i16_o24"]}
 
@@ -136,7 +136,7 @@ def test_off_a_tty_the_console_prints_one_plain_line_per_trial_and_the_final_tab
 
     from rich.console import Console
 
-    from mnas_nni.console import ConsoleObserver, abbreviate_block
+    from mnas_nni.tracking.console import ConsoleObserver, abbreviate_block
 
     out = io.StringIO()
     console = ConsoleObserver(total=8, top_k=2, console=Console(file=out, width=200))  # a file: not a terminal
@@ -161,7 +161,7 @@ def test_off_a_tty_the_console_prints_one_plain_line_per_trial_and_the_final_tab
 def test_the_top_k_table_shows_a_nas_bench_201_cell_by_its_arch_string():
     from rich.console import Console
 
-    from mnas_nni.console import topk_rich_table
+    from mnas_nni.tracking.console import topk_rich_table
 
     cell = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
     record = TrialRecord(trial=1, status=SUCCEEDED, arch={"format": "nb201", "arch_str": cell}, reward=0.9)
@@ -175,7 +175,7 @@ def test_the_console_says_each_controller_update_and_how_its_batches_rewards_mov
 
     from rich.console import Console
 
-    from mnas_nni.console import ConsoleObserver, controller_line
+    from mnas_nni.tracking.console import ConsoleObserver, controller_line
 
     out = io.StringIO()
     console = ConsoleObserver(total=30, console=Console(file=out, width=200))
@@ -199,7 +199,7 @@ def test_on_a_terminal_log_lines_print_above_the_progress_bar_not_over_it():
 
     from rich.console import Console
 
-    from mnas_nni.console import ConsoleObserver
+    from mnas_nni.tracking.console import ConsoleObserver
 
     screen = io.StringIO()
     handler = logging.StreamHandler(sys.stdout)  # made before the bar, as Hydra's console handler is

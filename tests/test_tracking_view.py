@@ -8,7 +8,8 @@ import json
 import pytest
 
 from mnas_nni.tracking import MlflowTracker
-from mnas_nni.tracking_support import EXPERIMENT_KIND, VIEW_TAG_PREFIX, run_link, runs_view, ui_link
+from mnas_nni.tracking.parent_run import experiment_of
+from mnas_nni.tracking.support import EXPERIMENT_KIND, VIEW_TAG_PREFIX, run_link, runs_view, ui_link
 
 
 def test_the_runs_view_shows_the_trials_metrics_best_reward_first():
@@ -39,10 +40,10 @@ def test_an_existing_experiment_gets_the_tags_or_a_link_without_the_view(tmp_pat
         def refuse(*args, **kwargs):
             raise PermissionError("read-only")
         monkeypatch.setattr(tracker.client, "set_experiment_tag", refuse)
-    assert tracker._experiment_id() == experiment_id
+    tracker.experiment_id, tracker.view_key = experiment_of(tracker.client, "old", uri)
+    assert tracker.experiment_id == experiment_id
     tags = MlflowClient(uri).get_experiment(experiment_id).tags
     key, value = runs_view()
-    tracker.experiment_id = experiment_id
     link = tracker.ui_hint().splitlines()[-1]
     if can_tag:
         assert tags[EXPERIMENT_KIND] == "custom_model_development" and tags[VIEW_TAG_PREFIX + key] == value

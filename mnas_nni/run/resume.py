@@ -17,7 +17,7 @@ from mnas_core.errors import ResumeError
 from mnas_nni.moved_modules import moved_targets
 from mnas_nni.run.disk_space import write_file_atomically
 from mnas_nni.run.records import TrialRecord, load_records
-from mnas_nni.tracking_support import MASK
+from mnas_nni.tracking.support import MASK
 
 STATE_FILE = "resume.json"
 CONFIG_FILE = "config.resolved.yaml"  # the run's resolved config, the space's class count and resolution filled in

@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnas_core.errors import ConfigError
 from mnas_nni import nni_adapter, plugins
-from mnas_nni.console import ConsoleObserver, keep_file_only_records_off_console
 from mnas_nni.run import disk_space, preflight, resume, stopping
 from mnas_nni.run.confirm import confirm_count, confirm_top_k
 from mnas_nni.run.context import SETTINGS, TrialContext, context_for
@@ -31,6 +30,7 @@ from mnas_nni.run.records import (
     set_aside_torn_tail,
 )
 from mnas_nni.tracking import mask_secrets
+from mnas_nni.tracking.console import ConsoleObserver, keep_file_only_records_off_console
 from mnas_nni.trial import evaluate_trial
 
 log = logging.getLogger(__name__)

@@ -272,10 +272,3 @@ def _is_client_error(err: Exception) -> bool:
     status = getattr(err, "get_http_status_code", lambda: 500)()
     return isinstance(status, int) and 400 <= status < 500
 
-
-def search_parent_run(client: Any, experiment_id: str, run_dir: str) -> Any | None:
-    """The newest parent run the tracker made for the search in `run_dir` (it tags it `run_dir`), or None."""
-    folder = str(run_dir).replace("'", "\\'")
-    runs = client.search_runs([experiment_id], f"tags.run_dir = '{folder}'", order_by=["attributes.start_time DESC"],
-                              max_results=1)
-    return runs[0] if runs else None

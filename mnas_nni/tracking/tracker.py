@@ -3,7 +3,8 @@
 Parent run: the composed config as params (secrets masked) and as `config.yaml`, git commit, device, strategy,
 target T, controller statistics as step metrics, and the reports (`reports/pareto.png`, ...) refreshed as
 the search goes. Child runs: the sampled decisions and block strings as params, `arch.json`, the trial's
-metrics and per-epoch training curves; failed trials end FAILED with the reason as a tag.
+metrics and per-epoch training curves; failed trials end FAILED with the reason as a tag. Finding, creating
+and reopening the parent run, and its summary at the end, are parent_run.py's.
 
 Every call names its run id explicitly (`MlflowClient`), so trials may be recorded from any callback or
 thread. Only `on_search_start` may raise (an unreachable server stops the search before training). A tracker
@@ -31,35 +32,23 @@ import yaml
 from mnas_core.errors import ConfigError
 from mnas_core.retry import retry
 from mnas_nni.run.observers import SearchInfo, SearchObserver
-from mnas_nni.run.records import TrialRecord, load_records, pareto_front, target_answer
+from mnas_nni.run.records import TrialRecord, load_records
 from mnas_nni.run.records import top_k as best_by
-from mnas_nni.tracking_support import (  # noqa: F401 - re-exported: callers import them from here
-    EXPERIMENT_KIND,
-    MASK,
+from mnas_nni.tracking.parent_run import create_parent_run, experiment_of, reopen_parent_run, search_summary
+from mnas_nni.tracking.support import (
     MAX_TAG_LENGTH,
     METRIC_BATCH,
     PARAM_BATCH,
-    SECRET_WORDS,
-    TRIAL_METRICS,
-    VIEW_TAG_PREFIX,
     _is_client_error,
     _is_number,
     _truncate,
     arch_params,
     check_reachable,
-    default_tracking_uri,
-    device_summary,
-    experiment_tags,
     flatten_params,
-    git_commit,
-    health_request,
-    is_secret,
     mask_secrets,
-    metric_name,
     redact_uri,
     resolve_tracking_uri,
     run_link,
-    search_parent_run,
     store_creation_lock,
     trial_metrics,
     ui_link,
@@ -200,10 +189,11 @@ class MlflowTracker(SearchObserver):
         try:
             with store_creation_lock(self.tracking_uri):
                 self.client = MlflowClient(self.tracking_uri)
-                self.experiment_id = self._experiment_id()
+                self.experiment_id, self.view_key = experiment_of(self.client, self.experiment_name,
+                                                                  self.tracking_uri)
             self.parent_run_id = self._resume_parent(info) if info.resumed else None
             if self.parent_run_id is None:
-                self.parent_run_id = self._create_parent(info)
+                self.parent_run_id = create_parent_run(self.client, self.experiment_id, info, self.run_name)
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - one clear line instead of a stack trace from deep in MLflow
@@ -235,63 +225,18 @@ class MlflowTracker(SearchObserver):
             lines.append(f"MLflow best trial {best[0].trial}: {page}")
         return "\n".join(lines)
 
-    def _experiment_id(self) -> str:
-        tags = experiment_tags()  # the model-training view and the runs view the printed link names
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
-        if experiment is None:
-            location = None
-            if self.tracking_uri.startswith("sqlite:///"):
-                # Next to the database, not under whatever directory the search happens to run in.
-                location = str(Path(self.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts")
-            present = dict(tags)
-            experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location, tags=tags)
-        else:
-            experiment_id, present = experiment.experiment_id, dict(experiment.tags)
-            if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment_id)
-        for key in tags.keys() - present.keys():
-            try:  # cosmetic: how the UI shows the runs; a read-only user may not set it
-                self.client.set_experiment_tag(experiment_id, key, tags[key])
-                present[key] = tags[key]
-            except Exception as err:  # noqa: BLE001
-                log.debug("cannot tag experiment %s: %s", experiment_id, err)
-        self.view_key = next((k[len(VIEW_TAG_PREFIX):] for k in tags if k.startswith(VIEW_TAG_PREFIX) and k in present),
-                             None)
-        return experiment_id
-
-    def _create_parent(self, info: SearchInfo) -> str:
-        strategy = str(info.strategy).rsplit(".", 1)[-1]
-        name = self.run_name or f"{strategy} {info.run_dir.parent.name}/{info.run_dir.name}"
-        tags = {"run_dir": str(info.run_dir), "strategy": str(info.strategy), "target_ms": f"{info.target_ms:g}",
-                "device": device_summary(mask_secrets(info.device or {})), "mnas_nni.role": "search"}
-        commit = git_commit(Path.cwd()) or git_commit(Path(__file__).resolve().parent)
-        if commit:
-            tags["mlflow.source.git.commit"], tags["git_dirty"] = commit[0], str(commit[1]).lower()
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
-        return run.info.run_id
-
     def _resume_parent(self, info: SearchInfo) -> str | None:
         """The parent run of the same run directory, reopened, with the trials it already holds."""
-        run = search_parent_run(self.client, self.experiment_id, str(info.run_dir))
-        if run is None:
+        reopened = reopen_parent_run(self.client, self.experiment_id, info.run_dir)
+        if reopened is None:
             return None
-        parent = run.info.run_id
-        self.client.update_run(parent, status="RUNNING")
-        children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
-                                           max_results=50000)
-        for child in children:
-            trial = child.data.tags.get("trial", "")
-            if not trial.isdigit():
-                continue
-            if child.info.status == "RUNNING":  # a send cut short: replaced by a whole one
-                self._partial[int(trial)] = child.info.run_id
-            else:
-                self.logged_trials.add(int(trial))
-                self.trial_runs[int(trial)] = child.info.run_id
+        self._partial.update(reopened.partial)
+        self.trial_runs.update(reopened.trial_runs)
+        self.logged_trials.update(reopened.trial_runs)
         self.records = load_records(info.run_dir / "trials.jsonl")
         # Trials the tracker missed (it was down, or the search was killed first) are sent now.
         self.pending = [r for r in self.records if r.trial not in self.logged_trials]
-        return parent
+        return reopened.run_id
 
     def _log_search_config(self, info: SearchInfo) -> None:
         config = info.config or yaml.safe_load(info.config_yaml or "") or {}
@@ -374,7 +319,7 @@ class MlflowTracker(SearchObserver):
     # ----- end
 
     def _log_reports(self, records: list[TrialRecord]) -> None:
-        from mnas_nni.reports import write_reports
+        from mnas_nni.tracking.reports import write_reports
 
         with tempfile.TemporaryDirectory(prefix="mnas-reports-") as tmp:
             write_reports(records, self.target_ms, tmp, self.top_k)
@@ -392,21 +337,8 @@ class MlflowTracker(SearchObserver):
 
     def _end_search(self, records: list[TrialRecord], failure: type[BaseException] | None) -> None:
         self._log_reports(records)
-        front = pareto_front(records)
-        done = [r for r in records if r.ok]
-        tags = {"pareto_trials": ",".join(str(r.trial) for r in front),
-                "trials_succeeded": str(len(done)), "trials_failed": str(len(records) - len(done))}
-        best = best_by(records, 1)
-        if best:
-            tags["best_trial"] = str(best[0].trial)
-        metrics = []
-        answer = target_answer(records, self.target_ms) if self.target_ms is not None else None
-        if answer is not None:  # the most accurate trial meeting T
-            tags["answer_trial"] = str(answer.trial)
-            confirmed = answer.confirmed_accuracy is not None
-            metrics = [("answer_accuracy", answer.confirmed_accuracy if confirmed else answer.accuracy, 0),
-                       ("answer_latency_ms", answer.confirmed_latency_ms if confirmed else answer.latency_ms, 0)]
-        self._log_batch(self.parent_run_id, tags=tags, metrics=[m for m in metrics if _is_number(m[1])])
+        tags, metrics = search_summary(records, self.target_ms)
+        self._log_batch(self.parent_run_id, tags=tags, metrics=metrics)
         if self.run_dir is not None and (self.run_dir / "trials.jsonl").is_file():
             self._call("log trials.jsonl", self.client.log_artifact, self.parent_run_id,
                        str(self.run_dir / "trials.jsonl"))
