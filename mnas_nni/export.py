@@ -27,15 +27,15 @@ from typing import Any
 
 from evaluators.latency.export import export_onnx, export_pte
 from mnas_core.errors import ConfigError, MnasNniError
-from mnas_nni.arch_source import resolve_source, search_provenance
-from mnas_nni.export_readme import render_export_readme, training_command
-from mnas_nni.model_code import import_model_file, render_model_code
-from mnas_nni.retrain_recipe import render_retrain_yaml, scaled_recipe
+from mnas_nni.exporting.arch_source import resolve_source, search_provenance
+from mnas_nni.exporting.model_code import import_model_file, render_model_code
+from mnas_nni.exporting.readme import render_export_readme, training_command
+from mnas_nni.exporting.retrain_recipe import render_retrain_yaml, scaled_recipe
 from search_spaces.arch import ArchSpec
 
-# The export is split by job: finding the architecture (arch_source), the generated model.py (model_code), the
-# retrain.yaml recipe (retrain_recipe) and the folder's README (export_readme); this module writes the folder and
-# is the CLI. The names callers import from mnas_nni.export stay importable here.
+# The export is split by job, in mnas_nni/exporting/: finding the architecture (arch_source), the generated model.py
+# (model_code), the retrain.yaml recipe (retrain_recipe) and the folder's README (readme); this module writes the
+# folder and is the CLI. The names callers import from mnas_nni.export stay importable here.
 __all__ = ["export", "export_source", "import_model_file", "load_weights", "main", "render_export_readme",
            "render_model_code", "render_retrain_yaml", "resolve_source", "scaled_recipe", "search_provenance",
            "training_command"]

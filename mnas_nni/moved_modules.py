@@ -33,6 +33,11 @@ MOVED_MODULES: dict[str, str] = {
     "mnas_nni.tracking_support": "mnas_nni.tracking.support",
     "mnas_nni.reports": "mnas_nni.tracking.reports",
     "mnas_nni.console": "mnas_nni.tracking.console",
+    # the export's parts (mnas_nni.export, the command, stays)
+    "mnas_nni.arch_source": "mnas_nni.exporting.arch_source",
+    "mnas_nni.model_code": "mnas_nni.exporting.model_code",
+    "mnas_nni.export_readme": "mnas_nni.exporting.readme",
+    "mnas_nni.retrain_recipe": "mnas_nni.exporting.retrain_recipe",
 }
 
 

@@ -86,6 +86,12 @@ def test_every_target_in_conf_names_what_imports():
         get_object(target)
 
 
+def test_a_module_moved_into_a_subpackage_still_finds_the_configs():
+    from mnas_nni.exporting.retrain_recipe import conf_dir, retrain_recipe
+
+    assert conf_dir() == ROOT / "conf" and retrain_recipe()["scale"] is not None
+
+
 def test_every_subpackage_is_listed_for_the_wheel():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])

@@ -73,8 +73,8 @@ def test_export_ships_the_pte_program_for_a_search_measured_under_executorch(tmp
     import yaml
     from executorch.runtime import Runtime
 
-    from mnas_nni.arch_source import hints_from_run_dir
     from mnas_nni.export import export_source, import_model_file
+    from mnas_nni.exporting.arch_source import hints_from_run_dir
 
     run = tmp_path / "run"
     run.mkdir()

@@ -15,8 +15,8 @@ from mnas_core.errors import ConfigError
 
 def conf_dir() -> Path:
     """The project's Hydra config folder: ./conf in a checkout, mnas_nni/conf when installed."""
-    here = Path(__file__).resolve().parent
-    return next((d for d in (here.parent / "conf", here / "conf") if d.is_dir()), here.parent / "conf")
+    package = Path(__file__).resolve().parents[1]  # mnas_nni/
+    return next((d for d in (package.parent / "conf", package / "conf") if d.is_dir()), package.parent / "conf")
 
 
 def retrain_recipe() -> dict[str, Any]:
