@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -32,8 +33,7 @@ def own_run_dir(run_dir: Path) -> None:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = " ".join(handle.read().split()) or "another process"
+        holder = _holder(handle)
         handle.close()
         raise ResumeError(f"{run_dir} is in use by {holder}: one search owns a run directory at a time; "
                           "wait for it to finish, or stop it (Ctrl-C) and resume then") from None
@@ -42,6 +42,18 @@ def own_run_dir(run_dir: Path) -> None:
     handle.write(f"pid {os.getpid()} ({' '.join(sys.argv[:1] + sys.argv[1:3])[:120]})\n")
     handle.flush()
     _held[run_dir] = handle
+
+
+def _holder(handle: IO[str], wait_s: float = 2.0) -> str:
+    """The holder's line in the lock file. A holder writes it just after taking the lock, so a search refused at
+    that very moment (two resumes started together) reads on for a moment rather than naming nobody."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        handle.seek(0)
+        holder = " ".join(handle.read().split())
+        if holder or time.monotonic() >= deadline:
+            return holder or "another process"
+        time.sleep(0.02)
 
 
 def release_run_dir(run_dir: Path) -> None:
