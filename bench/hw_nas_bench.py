@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench._engine import FrozenSample, compose, drive, make_strategy, quiet
+from bench._hw_plots import plot_fig3, plot_regret
 
 WORDS = ["ppo_rnn_short", "ppo_rnn", "random", "evolution", "regularized_evolution", "tpe", "policy_rl",
          "optuna_nsga2"]
@@ -236,54 +237,6 @@ def print_table(rows: dict[str, dict], title: str, budget: int) -> None:
     Console(width=280).print(table)
 
 
-def plot_regret(results: list[dict], words: list[str], oracle: float, target_ms: float, title: str,
-                path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for word in words:
-        curves = [regret_curve(r["accuracy"], r["latency_ms"], target_ms, oracle) for r in results
-                  if r["word"] == word]
-        length = max(len(c) for c in curves)
-        padded = np.array([np.pad(c, (0, length - len(c)), mode="edge") for c in curves])  # converged: keep final
-        x = np.arange(1, length + 1)
-        q1, q2, q3 = np.percentile(padded, [25, 50, 75], axis=0)
-        (line,) = ax.plot(x, q2, label=word, lw=2 if word == CONTROLLER else 1.2)
-        ax.fill_between(x, q1, q3, color=line.get_color(), alpha=0.12)
-    ax.set(xscale="log", yscale="symlog", xlabel="samples", ylabel="regret (accuracy points, median, IQR shaded)",
-           title=title)
-    ax.set_ylim(bottom=0)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_fig3(latencies: dict[str, list[float]], target_ms: float, title: str, path: Path) -> None:
-    """The paper's Fig. 3: distribution of the latencies the controller sampled under the soft and hard reward."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    everything = np.concatenate([np.asarray(v) for v in latencies.values()])
-    bins = np.linspace(everything.min(), np.percentile(everything, 99.5), 60)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for word, values in latencies.items():
-        ax.hist(values, bins=bins, alpha=0.5, label=f"{word} reward ({len(values)} samples)")
-    ax.axvline(target_ms, color="k", ls="--", label=f"T = {target_ms:g} ms")
-    ax.set(xlabel="latency of the sampled model (ms)", ylabel="samples", title=title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------------------------- main
 
 def load_runs(path: Path, key: dict) -> list[dict]:
@@ -394,7 +347,9 @@ def main(argv: list[str] | None = None) -> None:
 
     prefix = args.png_prefix or (str(out_json.with_suffix("")) if out_json else None)
     if prefix:
-        plot_regret(main_runs, words, oracle, args.target_ms, title.split(":")[0], Path(f"{prefix}_regret.png"))
+        curves = {w: [regret_curve(r["accuracy"], r["latency_ms"], args.target_ms, oracle) for r in main_runs
+                      if r["word"] == w] for w in words}
+        plot_regret(curves, CONTROLLER, title.split(":")[0], Path(f"{prefix}_regret.png"))
         print(f"figure: {prefix}_regret.png")
         lat = {w: [x for r in results if r["word"] == CONTROLLER and r["reward"] == w for x in r["latency_ms"]]
                for w in ("soft", "hard")}
