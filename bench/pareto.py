@@ -56,7 +56,7 @@ def reference_models() -> list[tuple[str, str, Any]]:
 
 def searched_models(label: str, path: Path, top: int) -> list[tuple[str, str, Any]]:
     """The confirmed architectures of one search's trials.jsonl (its top `top` by reward if none is)."""
-    from mnas_nni.records import load_records
+    from mnas_nni.run.records import load_records
     from search_spaces.arch import ArchSpec
 
     records = [r for r in load_records(path) if r.arch and r.reward is not None]

@@ -70,7 +70,7 @@ def build_table(out: Path) -> float:
 
 
 def records(run_dir: Path) -> list[Any]:
-    from mnas_nni.records import load_records
+    from mnas_nni.run.records import load_records
 
     return [r for r in load_records(run_dir / "trials.jsonl") if r.reward is not None]
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mnas_nni.__main__ import config_dir
-from mnas_nni.search_run import run_search
+from mnas_nni.run.search import run_search
 
 
 def run(execution: str, trials: int, tracking: str, workdir: Path) -> dict:
