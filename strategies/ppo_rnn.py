@@ -360,7 +360,8 @@ class PpoRnn(Strategy):
         self._pool = None  # the policy changed: draw fresh architectures
         self.timing["update_s"] += time.perf_counter() - start
         self.update_stats.append(stats)
-        _logger.info("[PPO update %d] %s", stats["update"], stats)
+        # every statistic for the run's log file; a terminal gets the app's own line from `on_update` instead
+        _logger.info("[PPO update %d] %s", stats["update"], stats, extra={"log_file_only": True})
         if self.on_update is not None:
             self.on_update(stats)
 

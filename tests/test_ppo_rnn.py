@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import uuid
 from pathlib import Path
 
@@ -242,11 +243,15 @@ def test_load_state_dict_rejects_another_space(tmp_path):
     exp.stop()
 
 
-def test_on_update_gets_the_statistics(tmp_path):
+def test_on_update_gets_the_statistics(tmp_path, caplog):
     seen: list[dict] = []
     strategy = PpoRnn(batch_size=5, learning_rate=0.01, seed=0, on_update=seen.append)
-    run(strategy, Recorder(), 20, tmp_path)
+    with caplog.at_level(logging.INFO, logger="strategies.ppo_rnn"):
+        run(strategy, Recorder(), 20, tmp_path)
     assert len(seen) == len(strategy.update_stats) == 4
+    # the log file keeps each update's statistics; the terminal shows the app's line (mnas_nni.tracking.console)
+    logged = [r for r in caplog.records if r.getMessage().startswith("[PPO update")]
+    assert len(logged) == 4 and all(getattr(r, "log_file_only", False) for r in logged)
     assert [s["update"] for s in seen] == [0, 1, 2, 3]
     keys = {"update", "trials", "reward_mean", "reward_max", "baseline", "entropy", "policy_loss", "approx_kl",
             "clip_fraction", "elite_logp"}

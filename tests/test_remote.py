@@ -287,7 +287,7 @@ def test_a_result_that_finished_as_the_search_stopped_is_recorded_on_resume(tmp_
     TrialLog(trial_log).append(TrialRecord(trial=1, status="succeeded", arch=arch_a, reward=0.5, nni_trial_id="A"))
 
     assert recover_missed_results(trial_log, tmp_path, "exp1") == 1
-    first, second = load_records(trial_log)
+    _, second = load_records(trial_log)
     assert (second.trial, second.arch, second.sample, second.reward, second.nni_trial_id) == \
         (2, arch_b, {"block1/kernel": 5}, 0.7, "B")
     assert resume.replay_table(trial_log, checkpointed_trials=1)[resume.arch_key(arch_b)]["accuracy"] == 0.8
