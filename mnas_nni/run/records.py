@@ -51,6 +51,19 @@ class TrialRecord:
     def ok(self) -> bool:
         return self.status == SUCCEEDED
 
+    @property
+    def confirmed(self) -> bool:
+        return self.confirmed_accuracy is not None
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """The confirmed accuracy once the trial was confirmed (stand-alone), else the search's own figure."""
+        return self.confirmed_accuracy if self.confirmed else self.accuracy
+
+    @property
+    def final_latency_ms(self) -> float | None:
+        return self.confirmed_latency_ms if self.confirmed else self.latency_ms
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -171,8 +184,8 @@ def target_answer(records: Iterable[TrialRecord], target_ms: float) -> TrialReco
     """The search's answer for a latency target T: the most accurate successful trial whose latency meets T
     (among the confirmed trials, with their confirmed figures, once a search confirmed some); None if none does."""
     records = [r for r in records if r.ok]
-    if any(r.confirmed_accuracy is not None for r in records):
-        pairs = [(r, r.confirmed_accuracy, r.confirmed_latency_ms) for r in records if r.confirmed_accuracy is not None]
+    if any(r.confirmed for r in records):
+        pairs = [(r, r.final_accuracy, r.final_latency_ms) for r in records if r.confirmed]
     else:
         pairs = [(r, r.accuracy, r.latency_ms) for r in records]
     meets = [(r, acc, lat) for r, acc, lat in pairs if acc is not None and lat is not None and lat <= target_ms]

@@ -90,11 +90,9 @@ def answer_line(records: list[TrialRecord], target_ms: float) -> str:
     answer = target_answer(records, target_ms)
     if answer is None:
         return f"answer for T = {target_ms:g} ms: no trial meets T (raise reward.target_ms, or search longer)"
-    confirmed = answer.confirmed_accuracy is not None
-    accuracy = answer.confirmed_accuracy if confirmed else answer.accuracy
-    latency = answer.confirmed_latency_ms if confirmed else answer.latency_ms
     return (f"answer for T = {target_ms:g} ms: trial {answer.trial}, the most accurate meeting T "
-            f"({'confirmed ' if confirmed else ''}accuracy {accuracy:.4f} at {latency:.2f} ms); "
+            f"({'confirmed ' if answer.confirmed else ''}accuracy {answer.final_accuracy:.4f} at "
+            f"{answer.final_latency_ms:.2f} ms); "
             f"export it with: python -m mnas_nni.export <run dir> --trial {answer.trial} --out <dir>")
 
 

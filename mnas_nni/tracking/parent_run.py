@@ -116,7 +116,5 @@ def search_summary(records: list[TrialRecord], target_ms: float | None
     answer = target_answer(records, target_ms) if target_ms is not None else None
     if answer is not None:
         tags["answer_trial"] = str(answer.trial)
-        confirmed = answer.confirmed_accuracy is not None
-        metrics = [("answer_accuracy", answer.confirmed_accuracy if confirmed else answer.accuracy, 0),
-                   ("answer_latency_ms", answer.confirmed_latency_ms if confirmed else answer.latency_ms, 0)]
+        metrics = [("answer_accuracy", answer.final_accuracy, 0), ("answer_latency_ms", answer.final_latency_ms, 0)]
     return tags, [m for m in metrics if _is_number(m[1])]
