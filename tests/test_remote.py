@@ -7,6 +7,7 @@ separate from the local side's HOME (local_home, where the manager and the CLI l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -74,9 +75,26 @@ def run_cli(overrides: list[str], home: Path, timeout_s: float) -> subprocess.Co
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        _kill_nni_managers(home.parent)
+        try:  # a process that outlived the kill and holds the pipes must not hang the test run
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            out, err = "", ""
         pytest.fail(f"the CLI ran past {timeout_s}s\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _kill_nni_managers(root: Path) -> None:
+    """NNI starts its node manager in a session of its own, so killing the CLI's session leaves it running with
+    the CLI's pipes open: kill every NNI manager whose experiments folder is under `root`."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"nni_node" in a for a in args) and any(str(root).encode() in a for a in args):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
 
 
 def _alive_trial_keepers(remote_home: Path) -> list[int]:
