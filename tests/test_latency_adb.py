@@ -20,6 +20,8 @@ from evaluators.latency import (
     AdbCliTransport,
     AdbDevice,
     AdbutilsTransport,
+    ExecutorRunnerParser,
+    ExecutorRunnerRunner,
     OnnxPerfTestParser,
     TFLiteBenchmarkModelParser,
     TFLiteBenchmarkModelRunner,
@@ -216,3 +218,65 @@ def test_missing_adb_executable_names_the_fix() -> None:
     with pytest.raises(DeviceError) as caught:
         AdbDevice(transport=AdbCliTransport("/nonexistent/adb")).describe()
     assert "platform-tools" in one_line(caught.value)
+
+
+# --- ExecuTorch's executor_runner ----------------------------------------------------------------------------
+
+def test_executor_runner_output_gives_one_mean_per_process() -> None:
+    result = ExecutorRunnerParser()(fixture("executor_runner.txt"))
+    assert result.runs == 50  # five processes of ten executions
+    assert result.median_ms == pytest.approx(17.7318) and result.mean_ms == pytest.approx(18.00034)
+    assert result.p10_ms < result.median_ms < result.p90_ms and result.std_ms > 0
+
+
+def test_executor_runner_without_timing_is_one_line() -> None:
+    with pytest.raises(DeviceError) as caught:
+        ExecutorRunnerParser()("E 00:00:00.003 executorch:executor_runner.cpp:290] Failed to load program\n")
+    assert "no timing" in one_line(caught.value) and "Failed to load program" in str(caught.value)
+
+
+def test_executor_runner_command_runs_pinned_in_a_posix_shell_with_exact_arguments(tmp_path: Path) -> None:
+    """The phone's shell runs the stand-in once per process, pinned, with the model path as one argument."""
+    stand_in = tmp_path / "executor runner"
+    stand_in.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n'
+                        'grep Cpus_allowed_list /proc/self/status\n'
+                        'echo "I 00:00:00.1 executorch:executor_runner.cpp:452] Model executed successfully 4 time(s) '
+                        'in 8.0 ms."\n')
+    stand_in.chmod(stand_in.stat().st_mode | stat.S_IXUSR)
+    core = max(os.sched_getaffinity(0))
+    model = str(tmp_path / "m o d;touch pwn1;$(touch pwn2)`touch pwn3`&&'x'.pte")
+    device = AdbDevice(serial="x", benchmark_binary=str(stand_in), core=core, runs=10,
+                       runner=ExecutorRunnerRunner(processes=3), parser=ExecutorRunnerParser())
+    proc = subprocess.run(["sh", "-c", device.benchmark_command(model, str(tmp_path / "unused"))], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30, check=True)
+    lines = proc.stdout.splitlines()
+    assert lines[:3] == [f"--model_path={model}", "--num_executions=4", "--cpu_threads=1"]
+    assert lines[3].split()[-1] == str(core), "each process runs pinned to the configured core"
+    assert sum("Model executed successfully" in line for line in lines) == 3
+    assert device.parser(proc.stdout).runs == 12 and device.parser(proc.stdout).median_ms == pytest.approx(2.0)
+    assert not list(tmp_path.glob("pwn*"))
+
+
+class ListedPhone:
+    """A simulated phone (no Android device exists here): `adb devices` lists serial x; nothing else is used."""
+
+    def serials(self) -> list[str]:
+        return ["x"]
+
+    def push(self, serial: str, local: Path, remote: str) -> None:
+        raise AssertionError("not used")
+
+    def shell(self, serial: str, command: str, timeout_s: float) -> tuple[int, str]:
+        raise AssertionError("not used")
+
+
+def test_an_executor_runner_device_gets_pte_models_and_its_own_name() -> None:
+    """The evaluator exports the file `device.runtime` names (.pte), and cache rows and tables keep apart."""
+    onnx = AdbDevice(serial="x", transport=ListedPhone())
+    executorch = AdbDevice(serial="x", runner=ExecutorRunnerRunner(), parser=ExecutorRunnerParser(),
+                           transport=ListedPhone())
+    assert (onnx.runtime, executorch.runtime) == ("onnxruntime", "executorch")
+    assert executorch.name == "adb:x-cpu1-executorch" and onnx.name == "adb:x-cpu1"
+    with pytest.raises(ConfigError):
+        ExecutorRunnerRunner(processes=0)
+

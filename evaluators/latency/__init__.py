@@ -13,6 +13,8 @@ table measured once per device, its calibrated predictor, and `latency.mode=meas
 from .adb import AdbCliTransport, AdbDevice, AdbutilsTransport, cpu_mask
 from .android_benchmarks import (
     BenchmarkJob,
+    ExecutorRunnerParser,
+    ExecutorRunnerRunner,
     OnnxPerfTestParser,
     OnnxPerfTestRunner,
     TFLiteBenchmarkModelParser,
@@ -49,6 +51,8 @@ __all__ = [
     "AdbutilsTransport",
     "BenchmarkJob",
     "BuildReport",
+    "ExecutorRunnerParser",
+    "ExecutorRunnerRunner",
     "LatencyCache",
     "LatencyDevice",
     "LatencyEvaluator",

@@ -178,6 +178,7 @@ class AdbDevice(LatencyDevice):
         self.runs = int(runs)
         self.timeout_s = float(timeout_s)
         self.runner: BenchmarkRunner = runner or OnnxPerfTestRunner()
+        self.runtime = getattr(self.runner, "export_runtime", "onnxruntime")  # the model file the evaluator exports
         self.parser: BenchmarkParser = parser or OnnxPerfTestParser()
         self.local_binary = Path(local_binary).expanduser() if local_binary else None
         self.ld_library_path = ld_library_path
@@ -188,6 +189,7 @@ class AdbDevice(LatencyDevice):
     @property
     def name(self) -> str:
         suffix = f"-cpu{self.threads}" + (f"-mask{self.mask}" if self.mask else "")
+        suffix += "-executorch" if self.runtime == "executorch" else ""  # its cache rows and layer table apart
         return f"adb:{self._serial()}{suffix}"
 
     @property

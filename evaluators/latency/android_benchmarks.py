@@ -8,20 +8,24 @@ output into a LatencyResult. Shipped:
   It times each run and, given a result file, writes one CSV line per run; we print that file and compute
   exact statistics. Without the file the parser falls back to the printed summary (see its docstring).
 * LiteRT/TFLite ``benchmark_model`` for a .tflite export: TFLiteBenchmarkModelRunner + TFLiteBenchmarkModelParser.
+* ExecuTorch's ``executor_runner`` (built for Android with the XNNPACK backend) for a .pte export:
+  ExecutorRunnerRunner + ExecutorRunnerParser.
 
 The output formats follow the tools' sources (onnxruntime/test/perftest/performance_runner.cc;
-tensorflow/lite/tools/benchmark/benchmark_model.cc and tsl/util/stats_calculator.h); tests/fixtures/adb/
-holds samples of both.
+tensorflow/lite/tools/benchmark/benchmark_model.cc and tsl/util/stats_calculator.h;
+executorch/examples/portable/executor_runner/executor_runner.cpp); tests/fixtures/adb/ holds samples of each.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Protocol
 
-from mnas_core.errors import DeviceError
+from mnas_core.errors import ConfigError, DeviceError
 
 from .device import last_line
 from .result import LatencyResult, summarize
@@ -46,6 +50,8 @@ class BenchmarkJob:
 class BenchmarkRunner(Protocol):
     model_suffix: str  # the model format the tool reads, e.g. ".onnx"
     runtime: str  # tool name, part of the cache key
+    # (optional) `export_runtime`: the runtime whose model file the evaluator exports for it (export.py);
+    # "onnxruntime" when absent
 
     def __call__(self, job: BenchmarkJob) -> list[list[str]]: ...
 
@@ -66,6 +72,7 @@ class OnnxPerfTestRunner:
 
     model_suffix = ".onnx"
     runtime = "onnxruntime_perf_test"
+    export_runtime = "onnxruntime"
 
     def __call__(self, job: BenchmarkJob) -> list[list[str]]:
         benchmark = [
@@ -165,3 +172,46 @@ class TFLiteBenchmarkModelParser:
             runs=int(count),
             cv=std / mean if mean > 0 else 0.0,
         )
+
+
+# --- ExecuTorch executor_runner ---------------------------------------------------------------------------
+
+class ExecutorRunnerRunner:
+    """``executor_runner --model_path=MODEL --num_executions=N --cpu_threads=T``, in ``processes`` processes one
+    after the other (one pinned shell runs them all): ``runs`` executions in all.
+
+    The tool times only its ``execute()`` calls and prints their total, so each process gives one mean; the
+    spread is that of the process means. It has no warm-up option: each process's first (cold) execution is in
+    its mean, spread over its ``runs / processes`` executions; ``warmup`` is ignored.
+    """
+
+    model_suffix = ".pte"
+    runtime = "executor_runner"
+    export_runtime = "executorch"
+
+    def __init__(self, processes: int = 5) -> None:
+        if processes < 1:
+            raise ConfigError(f"ExecutorRunnerRunner: processes must be >= 1, got {processes}")
+        self.processes = processes
+
+    def __call__(self, job: BenchmarkJob) -> list[list[str]]:
+        per_process = max(1, math.ceil(job.runs / self.processes))
+        one = shlex.join([job.binary, f"--model_path={job.model_path}", f"--num_executions={per_process}",
+                          f"--cpu_threads={job.threads}"])
+        loop = f"for i in {' '.join(str(k) for k in range(self.processes))}; do {one} || exit $?; done"
+        return [["sh", "-c", loop]]
+
+
+class ExecutorRunnerParser:
+    """Reads executor_runner's ``Model executed successfully N time(s) in T ms.`` lines (ET_LOG, any prefix):
+    one mean per line, T / N; the result's ``runs`` counts the executions."""
+
+    _line = re.compile(rf"Model executed successfully (\d+) time\(s\) in ({_NUMBER}) ms")
+
+    def __call__(self, output: str) -> LatencyResult:
+        found = [(int(n), float(total)) for n, total in self._line.findall(output) if int(n) > 0]
+        if not found:
+            raise DeviceError(f"executor_runner printed no timing (last line: {last_line(output)}); run the command "
+                              "by hand on the phone to see why (an executor_runner built with the XNNPACK backend?)")
+        result = summarize([total / n for n, total in found])
+        return dataclasses.replace(result, runs=sum(n for n, _ in found))
