@@ -185,11 +185,10 @@ def target_answer(records: Iterable[TrialRecord], target_ms: float) -> TrialReco
     (among the confirmed trials, with their confirmed figures, once a search confirmed some); None if none does."""
     records = [r for r in records if r.ok]
     if any(r.confirmed for r in records):
-        pairs = [(r, r.final_accuracy, r.final_latency_ms) for r in records if r.confirmed]
-    else:
-        pairs = [(r, r.accuracy, r.latency_ms) for r in records]
-    meets = [(r, acc, lat) for r, acc, lat in pairs if acc is not None and lat is not None and lat <= target_ms]
-    return max(meets, key=lambda item: (item[1], -item[2]), default=(None,))[0]
+        records = [r for r in records if r.confirmed]
+    meets = [r for r in records if r.final_accuracy is not None and r.final_latency_ms is not None
+             and r.final_latency_ms <= target_ms]
+    return max(meets, key=lambda r: (r.final_accuracy, -r.final_latency_ms), default=None)
 
 
 def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
