@@ -12,6 +12,7 @@ from matplotlib.image import imread
 
 from mnas_nni.run.records import FAILED, SUCCEEDED, TrialRecord, pareto_front
 from mnas_nni.tracking.reports import (
+    CONTROLLER_FILE,
     REPORT_FILES,
     pareto_figure,
     pareto_plot,
@@ -129,6 +130,9 @@ def test_write_reports_writes_every_file_under_fixed_names(records, tmp_path):
     assert set(paths) == set(REPORT_FILES)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
     assert [row["trial"] for row in json.loads((tmp_path / "pareto.json").read_text())] == [1, 2, 5]
+    assert not (tmp_path / CONTROLLER_FILE).exists()  # no controller updated: no controller plot
+    learned = write_reports(records, 35.0, tmp_path / "ppo", k=2, batch_rewards=[0.61, 0.66, 0.89])
+    assert set(learned) == {*REPORT_FILES, CONTROLLER_FILE} and learned[CONTROLLER_FILE].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_off_a_tty_the_console_prints_one_plain_line_per_trial_and_the_final_table(records):
@@ -198,6 +202,7 @@ def test_on_a_terminal_log_lines_print_above_the_progress_bar_not_over_it():
     from types import SimpleNamespace
 
     from rich.console import Console
+    from rich.progress import TimeRemainingColumn
 
     from mnas_nni.tracking.console import ConsoleObserver
 
@@ -207,6 +212,7 @@ def test_on_a_terminal_log_lines_print_above_the_progress_bar_not_over_it():
     try:
         console = ConsoleObserver(total=2, console=Console(file=screen, force_terminal=True, width=100))
         console.on_search_start(SimpleNamespace(target_ms=None))
+        assert any(isinstance(column, TimeRemainingColumn) for column in console.progress.columns)  # the bar's ETA
         # through the handler itself: other tests may have raised logging levels in this process
         handler.emit(logging.makeLogRecord({"msg": "[PPO update 0] a log line", "levelno": logging.WARNING}))
         console.close()

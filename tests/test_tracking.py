@@ -84,7 +84,8 @@ def search(server, tmp_path_factory):
     group.on_search_start(search_info(run_dir))
     for record in RECORDS:
         group.on_trial_end(record)
-        group.on_controller_update(record.trial, {"loss": 1.0 / record.trial, "entropy": 0.5, "note": "text"})
+        group.on_controller_update(record.trial, {"loss": 1.0 / record.trial, "entropy": 0.5, "note": "text",
+                                                  "reward_mean": 0.5 + 0.1 * record.trial})
     group.on_search_end(RECORDS)
     group.close()
     client = MlflowClient(server)
@@ -154,6 +155,10 @@ def test_controller_stats_are_step_metrics_on_the_parent(search):
     assert [m.step for m in loss] == [1, 2, 3]
     assert [m.value for m in loss] == pytest.approx([1.0, 0.5, 1 / 3])
     assert "controller/note" not in parent.data.metrics  # not a number: skipped
+    rewards = sorted(client.get_metric_history(parent.info.run_id, "controller/reward_mean"), key=lambda m: m.step)
+    assert [m.value for m in rewards] == pytest.approx([0.6, 0.7, 0.8])
+    png = Path(client.download_artifacts(parent.info.run_id, "reports/controller.png")).read_bytes()
+    assert png.startswith(b"\x89PNG")  # the batches' rewards drawn, beside the step metric
     best = sorted(client.get_metric_history(parent.info.run_id, "best_reward"), key=lambda m: m.step)
     assert [m.step for m in best] == [1, 2, 3] and [m.value for m in best] == pytest.approx([0.63] * 3)
 

@@ -1,4 +1,5 @@
-"""Search reports from trial records: the accuracy/latency Pareto plot, reward progress, top-k tables.
+"""Search reports from trial records: the accuracy/latency Pareto plot, reward progress, top-k tables, and the
+controller's batch rewards (whether it learned).
 
 Plots are drawn on a bare `matplotlib.figure.Figure` (Agg canvas), so nothing here touches pyplot's global
 state or needs a display.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mnas_nni.run.records import TrialRecord, pareto_front, top_k
 
 TOPK_COLUMNS = ("rank", "trial", "reward", "accuracy", "latency_ms", "params_m", "macs_m", "blocks")
 REPORT_FILES = ("pareto.png", "reward.png", "topk.md", "topk.csv", "pareto.json")
+CONTROLLER_FILE = "controller.png"  # also written once a learning strategy (ppo_rnn*) has updated
 
 
 def _new_figure() -> Figure:
@@ -47,6 +49,11 @@ def pareto_plot(records: Iterable[TrialRecord], target_ms: float | None, path: s
 def reward_plot(records: Iterable[TrialRecord], path: str | Path) -> Path:
     """Reward of each trial in trial order, failed trials marked, and the best reward so far."""
     return _save(reward_figure(records), path)
+
+
+def controller_plot(batch_rewards: Sequence[float], path: str | Path) -> Path:
+    """The mean reward of each controller update's batch, in update order: the controller learning, or not."""
+    return _save(controller_figure(batch_rewards), path)
 
 
 def pareto_figure(records: Iterable[TrialRecord], target_ms: float | None) -> Figure:
@@ -120,6 +127,19 @@ def reward_figure(records: Iterable[TrialRecord]) -> Figure:
     return figure
 
 
+def controller_figure(batch_rewards: Sequence[float]) -> Figure:
+    figure = _new_figure()
+    ax = figure.add_subplot()
+    rewards = list(batch_rewards)
+    ax.plot(range(1, len(rewards) + 1), rewards, "-o", color="tab:blue")
+    change = f": {rewards[0]:.4f} -> {rewards[-1]:.4f}" if rewards else ""
+    ax.set_title(f"Controller: mean reward of each update's batch, {len(rewards)} updates{change}")
+    ax.set_xlabel("controller update")
+    ax.set_ylabel("mean reward of the batch")
+    ax.grid(alpha=0.3)
+    return figure
+
+
 def _blocks(record: TrialRecord) -> str:
     return " ".join((record.arch or {}).get("blocks", []))
 
@@ -178,13 +198,16 @@ def pareto_summary(records: Iterable[TrialRecord]) -> list[dict[str, Any]]:
 
 
 def write_reports(records: Iterable[TrialRecord], target_ms: float | None, out_dir: str | Path,
-                  k: int = 10) -> dict[str, Path]:
-    """Every report into `out_dir`, always under the same file names (REPORT_FILES)."""
+                  k: int = 10, batch_rewards: Sequence[float] = ()) -> dict[str, Path]:
+    """Every report into `out_dir`, always under the same file names (REPORT_FILES), and CONTROLLER_FILE when
+    `batch_rewards` (the mean reward of each controller update's batch) has any."""
     records, out_dir = list(records), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "topk.md").write_text(topk_table(records, k), encoding="utf-8")
     (out_dir / "pareto.json").write_text(json.dumps(pareto_summary(records), indent=2) + "\n", encoding="utf-8")
+    controller = {CONTROLLER_FILE: controller_plot(batch_rewards, out_dir / CONTROLLER_FILE)} if batch_rewards else {}
     return {
+        **controller,
         "pareto.png": pareto_plot(records, target_ms, out_dir / "pareto.png"),
         "reward.png": reward_plot(records, out_dir / "reward.png"),
         "topk.md": out_dir / "topk.md",

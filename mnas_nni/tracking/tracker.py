@@ -1,8 +1,8 @@
 """MLflow tracking of a search: one parent run per search, one nested child run per trial.
 
 Parent run: the composed config as params (secrets masked) and as `config.yaml`, git commit, device, strategy,
-target T, controller statistics as step metrics, and the reports (`reports/pareto.png`, ...) refreshed as
-the search goes. Child runs: the sampled decisions and block strings as params, `arch.json`, the trial's
+target T, controller statistics as step metrics, and the reports (`reports/pareto.png`, ..., and
+`reports/controller.png`: each controller update's batch reward) refreshed as the search goes. Child runs: the sampled decisions and block strings as params, `arch.json`, the trial's
 metrics and per-epoch training curves; failed trials end FAILED with the reason as a tag. Finding, creating
 and reopening the parent run, and its summary at the end, are parent_run.py's.
 
@@ -97,6 +97,7 @@ class MlflowTracker(SearchObserver):
         self.target_ms: float | None = None
         self.run_dir: Path | None = None
         self.records: list[TrialRecord] = []
+        self.batch_rewards: list[float] = []  # the mean reward of each controller update's batch (reports/controller.png)
         self.logged_trials: set[int] = set()
         self.pending: list[TrialRecord] = []  # finished trials not yet in MLflow, oldest first
         self.behind = False  # the tracker stopped answering; trials wait in `pending`
@@ -313,6 +314,8 @@ class MlflowTracker(SearchObserver):
 
     def on_controller_update(self, step: int, stats: dict[str, float]) -> None:
         metrics = [(f"controller/{key}", value, int(step)) for key, value in stats.items()]
+        if _is_number(stats.get("reward_mean")):
+            self.batch_rewards.append(float(stats["reward_mean"]))
         self._guarded("controller update", lambda: self._log_batch(
             self.parent_run_id, metrics=[m for m in metrics if _is_number(m[1])]))
 
@@ -322,7 +325,7 @@ class MlflowTracker(SearchObserver):
         from mnas_nni.tracking.reports import write_reports
 
         with tempfile.TemporaryDirectory(prefix="mnas-reports-") as tmp:
-            write_reports(records, self.target_ms, tmp, self.top_k)
+            write_reports(records, self.target_ms, tmp, self.top_k, self.batch_rewards)
             self._call("log reports", self.client.log_artifacts, self.parent_run_id, tmp, "reports")
         self._since_report = 0
 
