@@ -84,7 +84,8 @@ def export(arch: ArchSpec, out_dir: str | Path, num_classes: int = 1000, resolut
     except OSError as err:
         raise ConfigError(f"cannot create output folder {out}: {err.strerror}") from None
     paths = {name: out / name for name in ("model.py", "arch.json", "state_dict.pt", "model.onnx", "retrain.yaml")}
-    paths["model.py"].write_text(render_model_code(arch, num_classes, resolution), encoding="utf-8")
+    paths["model.py"].write_text(render_model_code(arch, num_classes, resolution, trained=weights is not None),
+                                 encoding="utf-8")
     arch.save(paths["arch.json"])
     torch.manual_seed(seed)
     model = import_model_file(paths["model.py"]).build_model(num_classes)

@@ -70,6 +70,7 @@ def check_export(model: torch.nn.Module, arch: ArchSpec, out: Path, tmp_path: Pa
 
     paths = export(arch, out, num_classes=10, resolution=32, weights=weights)
     source = paths["model.py"].read_text()
+    assert "holds the trained weights" in source and "UNTRAINED" not in source  # given weights: says so
     for name in FORBIDDEN:
         assert f"import {name}" not in source and f"from {name}" not in source
 
@@ -228,6 +229,7 @@ def test_an_export_of_a_search_says_its_weights_are_untrained_and_its_training_c
     assert stat.S_IMODE((out / "model.onnx").stat().st_mode) == 0o644  # readable, like every other file
     readme = (out / "README.md").read_text()
     assert "not trained weights" in readme
+    assert "UNTRAINED weights" in (out / "model.py").read_text()  # the model's own docstring says it too
     (command,) = [line.strip() for line in readme.splitlines() if line.strip().startswith("python -m mnas_nni.train")]
     assert "data=digits" in command and f"retrain.arch={out.resolve()}" in command
     one_step = ["retrain.scale=0.0078125", "retrain.epochs=1", "retrain.limit_train_batches=1",

@@ -23,6 +23,8 @@ _HEADER = '''\
     model = build_model()  # {num_classes} classes, {resolution}x{resolution} RGB input
     model.load_state_dict(torch.load("state_dict.pt"))
 
+{weights_note}
+
 Blocks (official MnasNet block strings):
 {block_list}
 """
@@ -147,8 +149,14 @@ if __name__ == "__main__":  # smoke test: python model.py
 '''
 
 
-def render_model_code(arch: ArchSpec, num_classes: int, resolution: int) -> str:
-    """model.py for `arch`: only the layers it uses, the blocks as a literal table."""
+UNTRAINED_NOTE = ("state_dict.pt beside this file holds UNTRAINED weights (a seeded initialisation); README.md here\n"
+                  "names the `python -m mnas_nni.train` command that trains them.")
+TRAINED_NOTE = "state_dict.pt beside this file holds the trained weights the export was given."
+
+
+def render_model_code(arch: ArchSpec, num_classes: int, resolution: int, trained: bool = False) -> str:
+    """model.py for `arch`: only the layers it uses, the blocks as a literal table; its docstring says whether the
+    state_dict.pt written beside it is `trained` or an initialisation."""
     ops = {b.op for b in arch.blocks}
     uses_se = any(b.se_ratio > 0 for b in arch.blocks)
     uses_pool = any(b.skip == "pool" for b in arch.blocks)
@@ -156,6 +164,7 @@ def render_model_code(arch: ArchSpec, num_classes: int, resolution: int) -> str:
             for b in arch.blocks]
     code = _HEADER.format(
         title=arch.name or "model", num_classes=num_classes, resolution=resolution,
+        weights_note=TRAINED_NOTE if trained else UNTRAINED_NOTE,
         block_list="\n".join(f"    {s}" for s in arch.block_strings),
         functional="import torch.nn.functional as F\n" if uses_se or uses_pool else "",
         stem=arch.stem_filters, head=arch.head_filters, dropout=arch.dropout, block_rows="\n".join(rows),
