@@ -136,7 +136,7 @@ def test_config_and_preset_compose_to_this_module() -> None:
 
 
 @pytest.mark.skipif(not Path(DEBIAN_FOLDER, IDX_FILES["train_images"]).is_file(),
-                    reason=f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FOLDER}); .ci/setup installs it")
+                    reason=f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FOLDER}); .ci/setup-tests installs it")
 def test_debian_files_are_the_standard_dataset() -> None:
     data = instantiate(OmegaConf.load(CONF / "data" / "fashion_mnist.yaml"), train_subset=1000)
     assert len(data.val_dataset) == 10000 and data.num_classes == 10
