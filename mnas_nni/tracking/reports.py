@@ -16,6 +16,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mnas_nni.run.records import TrialRecord, pareto_front, top_k
 
@@ -135,6 +136,7 @@ def controller_figure(batch_rewards: Sequence[float]) -> Figure:
     change = f": {rewards[0]:.4f} -> {rewards[-1]:.4f}" if rewards else ""
     ax.set_title(f"Controller: mean reward of each update's batch, {len(rewards)} updates{change}")
     ax.set_xlabel("controller update")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mean reward of the batch")
     ax.grid(alpha=0.3)
     return figure
