@@ -12,7 +12,7 @@ import os
 import resource
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,13 @@ def compose(overrides: list[str]) -> Any:
         return hydra_compose("config", overrides=overrides)
 
 
-def make_strategy(word: str, seed: int, overrides: dict[str, Any]):
-    """The strategy of ``strategy=<word>`` exactly as the CLI composes it (Hydra, defaults lists included)."""
+def make_strategy(word: str, seed: int, overrides: dict[str, Any], context: Sequence[str] = ()):
+    """The strategy of ``strategy=<word>`` exactly as the CLI composes it (Hydra, defaults lists included);
+    `context`: the run's other CLI overrides its config reads (``reward.target_ms=5.3``)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = compose([f"strategy={word}"]).strategy
+    cfg = compose([f"strategy={word}", *context]).strategy
     OmegaConf.update(cfg, "seed", seed, force_add=True)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value, merge=False, force_add=True)

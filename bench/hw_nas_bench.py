@@ -62,7 +62,7 @@ def _init_worker(latency_table: str, dataset: str, target_ms: float, rewards: li
     from evaluators.table import load_nb201_table
 
     table = load_nb201_table(latency_table, dataset)
-    _WORKER.update(table=table, rewards={w: make_reward(w, target_ms) for w in rewards})
+    _WORKER.update(table=table, rewards={w: make_reward(w, target_ms) for w in rewards}, target_ms=target_ms)
     quiet()
 
 
@@ -79,12 +79,13 @@ def sample_space():
     return SampleSpace()
 
 
-def build_strategy(word: str, seed: int) -> Any:
+def build_strategy(word: str, seed: int, context: tuple[str, ...] = ()) -> Any:
+    """`context`: the search's reward and T (`reward=hard`, `reward.target_ms=5.338`), as the CLI gives them."""
     if word == NNI_DEFAULT:
         from nni.nas.strategy import RegularizedEvolution
 
         return RegularizedEvolution(seed=seed)
-    return make_strategy(word, seed, {})
+    return make_strategy(word, seed, {}, context)
 
 
 def run_one(word: str, seed: int, budget: int, reward_word: str) -> dict:
@@ -109,7 +110,7 @@ def run_one(word: str, seed: int, budget: int, reward_word: str) -> dict:
         rewards.append(value)
         return {"default": value, "accuracy": acc / 100.0, "latency_ms": lat}
 
-    strategy = build_strategy(word, seed)
+    strategy = build_strategy(word, seed, (f"reward={reward_word}", f"reward.target_ms={_WORKER['target_ms']}"))
     quiet()
     run = drive(strategy, sample_space(), evaluate, budget)
     return {"word": word, "seed": seed, "budget": budget, "reward": reward_word, "accuracy": accs,

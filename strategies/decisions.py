@@ -25,6 +25,16 @@ def extract_reward(metric: Any, key: str = "default") -> float | None:
     return float(metric)
 
 
+def accuracy_meeting(metric: Any, target_ms: float | None) -> float | None:
+    """The accuracy of a final metric dict whose `latency_ms` meets `target_ms`; None otherwise (or without T)."""
+    if target_ms is None or not isinstance(metric, dict):
+        return None
+    latency, accuracy = metric.get("latency_ms"), metric.get("accuracy")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (latency, accuracy)):
+        return None
+    return float(accuracy) if latency <= target_ms else None
+
+
 def decisions_of(model_space: ExecutableModelSpace) -> list[tuple[str, list]]:
     """(label, values) of each categorical decision, in declaration order; annotations are skipped."""
     decisions = []

@@ -19,11 +19,23 @@ def neighbours(key: Key, sizes: Sequence[int]) -> list[Key]:
     return [key[:t] + (value,) + key[t + 1:] for t, n in enumerate(sizes) for value in range(n) if value != key[t]]
 
 
+def neighbours_at_two(key: Key, sizes: Sequence[int]) -> list[Key]:
+    """Every architecture that differs from `key` in exactly two decisions."""
+    return [(near[:u] + (value,) + near[u + 1:]) for t, near in _changed(key, sizes) for u in range(t + 1, len(key))
+            for value in range(sizes[u]) if value != key[u]]
+
+
+def _changed(key: Key, sizes: Sequence[int]) -> list[tuple[int, Key]]:
+    return [(t, key[:t] + (value,) + key[t + 1:]) for t, n in enumerate(sizes) for value in range(n) if value != key[t]]
+
+
 def neighbour_of_best(pool: Sequence[Key], sizes: Sequence[int], known: Callable[[Key], bool],
-                      randint: Callable[[int], int]) -> Key | None:
-    """An untried neighbour of the best pool member (`pool` best first) that still has one, chosen by `randint`."""
-    for parent in pool:
-        untried = [key for key in neighbours(parent, sizes) if not known(key)]
+                      randint: Callable[[int], int], radius: int = 1) -> Key | None:
+    """An untried neighbour of the best pool member (`pool` best first) that still has one, chosen by `randint`;
+    with `radius` 2, then an untried two-decision neighbour, best pool member first."""
+    rings = [neighbours] + ([neighbours_at_two] if radius >= 2 else [])
+    for ring, parent in ((ring, parent) for ring in rings for parent in pool):
+        untried = [key for key in ring(parent, sizes) if not known(key)]
         if untried:
             return untried[randint(len(untried))]
     return None
@@ -45,11 +57,17 @@ def kick(pool: Sequence[Key], sizes: Sequence[int], known: Callable[[Key], bool]
     return None
 
 
+def best(history: Mapping[Key, float], n: int) -> list[Key]:
+    """The `n` best architectures of `history`, best first."""
+    return [key for key, _ in heapq.nlargest(n, history.items(), key=lambda kv: kv[1])]
+
+
 def near_best(history: Mapping[Key, float], sizes: Sequence[int], known: Callable[[Key], bool],
-              randint: Callable[[int], int], pool_size: int, kick_tries: int = 100) -> Key | None:
-    """An untried architecture near the `pool_size` best of `history`: a neighbour, else a kick."""
-    pool = [key for key, _ in heapq.nlargest(pool_size, history.items(), key=lambda kv: kv[1])]
-    key = neighbour_of_best(pool, sizes, known, randint)
+              randint: Callable[[int], int], pool_size: int, kick_tries: int = 100, radius: int = 1) -> Key | None:
+    """An untried architecture near the `pool_size` best of `history`: a neighbour (within `radius` decisions),
+    else a kick."""
+    pool = best(history, pool_size)
+    key = neighbour_of_best(pool, sizes, known, randint, radius)
     if key is None:
         key = kick(pool, sizes, known, randint, tries=kick_tries)
     return key

@@ -47,9 +47,10 @@ from nni.nas.strategy.base import Strategy
 from mnas_core.errors import ConfigError
 from strategies import ppo
 from strategies.controller import Controller, centred_ranks
-from strategies.decisions import decisions_of, extract_reward
+from strategies.decisions import accuracy_meeting, decisions_of, extract_reward
 from strategies.local_search import near_best
 from strategies.ppo import ADVANTAGES
+from strategies.ppo_rnn_checkpoint import checkpoint, restore
 
 __all__ = ["Controller", "PpoRnn", "centred_ranks", "extract_reward"]
 
@@ -91,6 +92,13 @@ class PpoRnn(Strategy):
         (``mutate_duplicates``); ``mutation_share`` of all candidates are mutants; a mutant changes one decision
         of one of the ``mutation_pool`` best architectures so far to another value (walking on while the result is
         already known).
+    mutation_radius
+        2: once every one-decision neighbour of the pool is known, mutants walk the two-decision neighbours (best
+        pool member first) before random kicks.
+    answer_share, target_ms
+        That share of mutants are near the ``mutation_pool`` most accurate architectures whose latency meets
+        ``target_ms`` (the search's answer for T) instead of the best by reward, which under ``abs`` or ``soft``
+        may lie above T. Without a T (``target_ms`` None) every mutant is near the best by reward.
     reward_key
         Key of the reward when a trial's final metric is a dict.
     failure_reward
@@ -116,6 +124,7 @@ class PpoRnn(Strategy):
                  max_grad_norm: float | None = None, advantage: str = "ema",
                  elite_size: int = 0, elite_weight: float = 0.0,
                  mutate_duplicates: bool = False, mutation_share: float = 0.0, mutation_pool: int = 10,
+                 mutation_radius: int = 1, answer_share: float = 0.0, target_ms: float | None = None,
                  reward_key: str = "default", failure_reward: float = 0.0, max_duplicate_resamples: int = 10,
                  stall_limit: int = 1000, seed: int | None = None, num_threads: int | None = 1,
                  on_update: Callable[[dict], None] | None = None):
@@ -128,9 +137,11 @@ class PpoRnn(Strategy):
             raise ConfigError(f"ppo_rnn: advantage must be one of {', '.join(ADVANTAGES)}, got {advantage!r}")
         if elite_size < 0 or elite_weight < 0:
             raise ConfigError("ppo_rnn: elite_size and elite_weight must be >= 0")
-        if not 0 <= mutation_share <= 1 or mutation_pool < 1:
-            raise ConfigError(f"ppo_rnn: mutation_share must be in [0, 1] and mutation_pool >= 1, got "
-                              f"{mutation_share} and {mutation_pool}")
+        if not 0 <= mutation_share <= 1 or mutation_pool < 1 or mutation_radius not in (1, 2):
+            raise ConfigError(f"ppo_rnn: mutation_share must be in [0, 1], mutation_pool >= 1 and mutation_radius 1 "
+                              f"or 2, got {mutation_share}, {mutation_pool} and {mutation_radius}")
+        if not 0 <= answer_share <= 1:
+            raise ConfigError(f"ppo_rnn: answer_share must be in [0, 1], got {answer_share}")
         self.batch_size, self.ppo_epochs, self.clip = batch_size, ppo_epochs, clip
         self.per_decision_ratio = per_decision_ratio
         self.learning_rate, self.entropy_weight, self.baseline_decay = learning_rate, entropy_weight, baseline_decay
@@ -138,6 +149,7 @@ class PpoRnn(Strategy):
         self.max_grad_norm, self.advantage = max_grad_norm, advantage
         self.elite_size, self.elite_weight = elite_size, elite_weight
         self.mutate_duplicates, self.mutation_share, self.mutation_pool = mutate_duplicates, mutation_share, mutation_pool
+        self.mutation_radius, self.answer_share, self.target_ms = mutation_radius, answer_share, target_ms
         self.reward_key, self.failure_reward = reward_key, failure_reward
         self.max_duplicate_resamples, self.stall_limit = max_duplicate_resamples, stall_limit
         self.seed = seed if seed is not None else int(torch.randint(2**31 - 1, ()).item())
@@ -156,6 +168,7 @@ class PpoRnn(Strategy):
         self._batch: list[tuple[Key, LogProbs | None, float]] = []  # (architecture, old log-probs, reward); None:
         # a mutant, whose log-probabilities are taken under the policy of the update
         self._history: dict[Key, float] = {}  # every finished architecture -> its reward
+        self._answers: dict[Key, float] = {}  # every finished architecture meeting target_ms -> its accuracy
         self._pending: dict[Key, list[LogProbs | None]] = {}  # running architecture -> log-probs waiting for its reward
         self._running: dict[ExecutableModelSpace, Key] = {}
         self._raw_metrics: dict[ExecutableModelSpace, Any] = {}
@@ -255,12 +268,17 @@ class PpoRnn(Strategy):
         return int(torch.randint(n, (1,), generator=self._generator))
 
     def _mutant(self) -> Key | None:
-        """A new architecture near the best so far (strategies/local_search.py); None when there is no history."""
+        """A new architecture near the best so far (strategies/local_search.py); None when there is no history.
+        With `answer_share`, that share of mutants are near the most accurate architectures meeting T instead."""
         if not self._history:
             return None
-        key = near_best(self._history, [len(values) for _, values in self._decisions],
+        around = self._history  # by reward; or, with answer_share, by accuracy among those meeting T
+        if self.answer_share and self._answers and \
+                float(torch.rand((), generator=self._generator)) < self.answer_share:
+            around = self._answers
+        key = near_best(around, [len(values) for _, values in self._decisions],
                         lambda key: key in self._history or key in self._pending, self._uniform_int,
-                        self.mutation_pool, kick_tries=8 * (self.max_duplicate_resamples + 1))
+                        self.mutation_pool, kick_tries=8 * (self.max_duplicate_resamples + 1), radius=self.mutation_radius)
         if key is not None:
             self.counters["mutants"] += 1
         return key
@@ -304,6 +322,8 @@ class PpoRnn(Strategy):
                 return
             raw = self._raw_metrics.pop(event.model, None)
             reward = extract_reward(raw, self.reward_key) if event.status == ModelStatus.Trained else None
+            if reward is not None and (accuracy := accuracy_meeting(raw, self.target_ms)) is not None:
+                self._answers[key] = accuracy
             if reward is None:
                 _logger.info("Trial %s failed or reported no usable %r; reward %s.", key, self.reward_key,
                              self.failure_reward)
@@ -369,27 +389,7 @@ class PpoRnn(Strategy):
 
     def state_dict(self) -> dict:
         """Everything needed to continue the search (loads with ``torch.load(weights_only=True)``)."""
-        if self.controller is None:
-            return {"seed": self.seed}
-        if self._running:
-            _logger.warning("%d running trials are not in the checkpoint; they will be sampled anew.",
-                            len(self._running))
-        pool = None if self._pool is None else (self._pool[0][self._pool_pos:], self._pool[1][self._pool_pos:])
-        return {
-            "seed": self.seed,
-            "decisions": [label for label, _ in self._decisions],
-            "controller": self.controller.state_dict(),
-            "optimizer": self._optimizer.state_dict(),
-            "baseline": self._baseline,
-            "rng": {"torch": self._generator.get_state()},
-            "pool": pool,
-            "batch": [(list(k), None if lp is None else list(lp), r) for k, lp, r in self._batch],
-            "history": [(list(k), r) for k, r in self._history.items()],
-            "update_stats": [dict(s) for s in self.update_stats],
-            "counters": {**self.counters, "dup_streak": self._dup_streak, "stall": self._stall,
-                         "dup_rate": self._dup_rate},
-            "timing": dict(self.timing),
-        }
+        return checkpoint(self)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a search. May be called before ``initialize`` (applied when the space is known)."""
@@ -397,25 +397,7 @@ class PpoRnn(Strategy):
             self._deferred_state = state_dict
             return
         self._deferred_state = None
-        if "controller" not in state_dict:
-            return
-        labels = [label for label, _ in self._decisions]
-        if state_dict["decisions"] != labels:
-            raise ConfigError("ppo_rnn: the checkpoint was made on a different search space (decisions differ)")
-        self.seed = state_dict["seed"]
-        self.controller.load_state_dict(state_dict["controller"])
-        self._optimizer.load_state_dict(state_dict["optimizer"])
-        self._baseline = state_dict["baseline"]
-        self._generator.set_state(state_dict["rng"]["torch"])
-        self._pool, self._pool_pos = state_dict["pool"], 0
-        self._batch = [(tuple(k), None if lp is None else tuple(lp), r) for k, lp, r in state_dict["batch"]]
-        self._history = {tuple(k): r for k, r in state_dict["history"]}
-        self.update_stats = [dict(s) for s in state_dict["update_stats"]]
-        counters = dict(state_dict["counters"])
-        self._dup_streak, self._stall = counters.pop("dup_streak"), counters.pop("stall")
-        self._dup_rate = counters.pop("dup_rate", 0.0)
-        self.counters = {"mutants": 0, **counters}  # a checkpoint from before mutants were counted
-        self.timing = dict(state_dict["timing"])
+        restore(self, state_dict)
 
     @property
     def history(self) -> list[tuple[Sample, float]]:

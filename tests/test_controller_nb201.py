@@ -21,7 +21,7 @@ def search(overrides: dict, budget: int, seed: int = 0) -> dict:
     threads = torch.get_num_threads()  # the bench's worker set-up pins torch to one thread: give it back after
     hw_nas_bench._init_worker("pixel3", "cifar10", TARGET_MS, ["hard"])
     build = hw_nas_bench.build_strategy
-    hw_nas_bench.build_strategy = lambda word, s: make_strategy(word, s, overrides)
+    hw_nas_bench.build_strategy = lambda word, s, context=(): make_strategy(word, s, overrides, context)
     try:
         return hw_nas_bench.run_one("ppo_rnn_short", seed, budget, "hard")
     finally:

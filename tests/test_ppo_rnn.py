@@ -211,8 +211,11 @@ def test_reward_key_selects_the_reward_from_a_dict_metric(tmp_path):
         assert reward == pytest.approx(2 * sum(sample.values()) / 18)
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path):
-    kwargs = {"batch_size": 7, "learning_rate": 0.01, "seed": 11}  # 7 does not divide 30: a batch pends
+@pytest.mark.parametrize("local_search", [{}, {"mutate_duplicates": True, "mutation_share": 0.5, "mutation_pool": 2,
+                                               "mutation_radius": 2, "answer_share": 0.5, "target_ms": 1.0}])
+def test_resume_continues_exactly_where_it_stopped(tmp_path, local_search):
+    # 7 does not divide 30: a batch pends; with local search, the answers meeting T are in the checkpoint too
+    kwargs = {"batch_size": 7, "learning_rate": 0.01, "seed": 11, **local_search}
     whole = Recorder()
     run(PpoRnn(**kwargs), whole, 60, tmp_path / "whole")
 
@@ -272,6 +275,7 @@ def test_yaml_has_every_argument_with_the_paper_values():
             strategy.hidden_size, strategy.init_range, strategy.clip) == (20, 0.00035, 0.00001, 0.95, 100, 0.1, 0.2)
     assert (strategy.advantage, strategy.elite_size) == ("ema", 0)  # the paper has neither extension
     assert (strategy.mutate_duplicates, strategy.mutation_share) == (False, 0.0)  # nor local search
+    assert (strategy.mutation_radius, strategy.answer_share) == (1, 0.0)
 
 
 def test_non_categorical_decisions_are_rejected(tmp_path):
@@ -287,3 +291,28 @@ def test_non_categorical_decisions_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match="categorical"):
         exp.run(port=8090, wait_completion=True, debug=False)
     exp.stop()
+
+
+class SlowFirstDecision(Recorder):
+    """accuracy = reward = mean choice; latency 1 ms + d0 ms: only d0 = 0 meets T = 1.5 ms, the best reward does not."""
+
+    def __call__(self, model):
+        sample = dict(model.sample)
+        self.calls.append(sample)
+        accuracy = sum(sample.values()) / (len(sample) * (self.k - 1))
+        nni.report_final_result({"default": accuracy, "accuracy": accuracy, "latency_ms": 1.0 + sample["d0"]})
+
+
+@pytest.mark.parametrize("answer_share", [0.0, 1.0])
+def test_answer_share_walks_near_the_most_accurate_architecture_meeting_t(tmp_path, answer_share):
+    recorder = SlowFirstDecision(k=3)
+    strategy = PpoRnn(batch_size=5, mutation_share=1.0, mutation_pool=1, answer_share=answer_share, target_ms=1.5,
+                      seed=0)
+    run(strategy, recorder, 30, tmp_path, n=4, k=3)
+    late = recorder.calls[10:]
+    meeting = sum(call["d0"] == 0 for call in late)
+    if answer_share:  # mutants of the best architecture meeting T: most keep d0 = 0, and T's optimum is found
+        assert meeting > len(late) / 2 and {"d0": 0, "d1": 2, "d2": 2, "d3": 2} in recorder.calls
+        assert strategy._answers and all(key[0] == 0 for key in strategy._answers)
+    else:  # mutants of the best by reward, which lies over T
+        assert meeting < len(late) / 2
