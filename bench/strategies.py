@@ -74,7 +74,7 @@ def run_search(word: str, seed: int, budget: int, overrides: dict[str, Any], rew
         keys.append(tuple(model.sample.values()))
         return metric
 
-    strategy = make_strategy(config_word or word, seed, overrides)
+    strategy = make_strategy(config_word or word, seed, overrides, (f"reward.target_ms={obj.target_ms}",))  # its T
     quiet()
     run = drive(strategy, SampleSpace(), evaluate, budget)
     out = {"word": word, "config": config_word or word, "seed": seed, "budget": budget, "rewards": rewards,
