@@ -108,3 +108,22 @@ def drive(strategy: Any, model_space: Any, evaluate: Callable[[Any], dict], budg
         out["controller"] = dict(strategy.timing)
         out["counters"] = dict(strategy.counters)
     return out
+
+
+def log_bench_run(uri: str, experiment: str, run_name: str, files: Sequence[Path],
+                  dicts: dict[str, Any] | None = None) -> None:
+    """One MLflow run of a bench: its files (PNG, JSON) as artifacts and `dicts` as JSON artifacts, in an
+    experiment that opens in MLflow's model-training view."""
+    import mlflow
+
+    from mnas_nni.tracking import EXPERIMENT_KIND
+
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, tags={EXPERIMENT_KIND: "custom_model_development"})
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name):
+        for path in files:
+            mlflow.log_artifact(str(path))
+        for name, value in (dicts or {}).items():
+            mlflow.log_dict(value, name)

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench._engine import log_bench_run
 from bench.supernet import ROOT, append, cached, proxy_settings
 
 DEMO_WIDTH = 0.5  # conf/search_space/mnas.yaml's width_mult
@@ -150,20 +151,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def log_to_mlflow(uri: str, png: Path, rows: list[dict[str, Any]]) -> None:
-    import mlflow
-
-    from mnas_nni.tracking import EXPERIMENT_KIND
-
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name("bench-pareto") is None:
-        mlflow.create_experiment("bench-pareto", tags={EXPERIMENT_KIND: "custom_model_development"})
-    mlflow.set_experiment("bench-pareto")
-    with mlflow.start_run(run_name="pareto"):
-        mlflow.log_artifact(str(png))
-        mlflow.log_dict({"models": rows}, "pareto.json")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", action="append", default=[], metavar="LABEL=PATH",
@@ -192,7 +179,7 @@ def main() -> None:
     (args.out / "pareto.json").write_text(json.dumps(rows, indent=1))
     print(f"plot: {png}")
     if args.mlflow_uri:
-        log_to_mlflow(args.mlflow_uri, png, rows)
+        log_bench_run(args.mlflow_uri, "bench-pareto", "pareto", [png], {"pareto.json": {"models": rows}})
         print(f"logged to MLflow at {args.mlflow_uri} (experiment bench-pareto)")
 
 
