@@ -1,6 +1,6 @@
 """The paper's headline measured its way: at MobileNetV2's own latency, is a searched model more accurate?
 
-    taskset -c 1 python -m bench.matched_latency --rewards hard       # four widths, the paper's reward first
+    taskset -c 1 python -m bench.matched_latency --rewards hard       # four widths, the paper's reward (50 min)
     taskset -c 1 python -m bench.matched_latency                      # then soft too (the hard rows are cached)
     taskset -c 1 python -m bench.matched_latency --remeasure          # the final latencies again, on a quiet machine
     taskset -c 1 python -m bench.matched_latency --quick --out /tmp/ml   # one width, tiny budgets (a minute)
@@ -90,7 +90,7 @@ def search_overrides(width: float, reward: str, target: float, args: argparse.Na
                  f"latency.cache_path={args.out / 'latency.sqlite'}", f"latency.lock_dir={args.out / 'locks'}",
                  f"seed={args.seed}", "tracking=none", *args.override]
     if (run_dir / "trials.jsonl").is_file():  # a killed search continues (or grows), with its own config
-        return [f"search.resume={run_dir}", f"search.max_trials={trials}"]
+        return [f"search.resume={run_dir}", f"search.max_trials={trials}", "tracking=none"]
     return [*overrides, f"hydra.run.dir={run_dir}"]
 
 
