@@ -14,19 +14,20 @@ from collections.abc import Callable, Mapping, Sequence
 Key = tuple[int, ...]
 
 
+def _changed_at(key: Key, sizes: Sequence[int], t: int) -> list[Key]:
+    """Every architecture that differs from `key` in decision `t` alone."""
+    return [key[:t] + (value,) + key[t + 1:] for value in range(sizes[t]) if value != key[t]]
+
+
 def neighbours(key: Key, sizes: Sequence[int]) -> list[Key]:
     """Every architecture that differs from `key` in exactly one decision."""
-    return [key[:t] + (value,) + key[t + 1:] for t, n in enumerate(sizes) for value in range(n) if value != key[t]]
+    return [near for t in range(len(sizes)) for near in _changed_at(key, sizes, t)]
 
 
 def neighbours_at_two(key: Key, sizes: Sequence[int]) -> list[Key]:
     """Every architecture that differs from `key` in exactly two decisions."""
-    return [(near[:u] + (value,) + near[u + 1:]) for t, near in _changed(key, sizes) for u in range(t + 1, len(key))
-            for value in range(sizes[u]) if value != key[u]]
-
-
-def _changed(key: Key, sizes: Sequence[int]) -> list[tuple[int, Key]]:
-    return [(t, key[:t] + (value,) + key[t + 1:]) for t, n in enumerate(sizes) for value in range(n) if value != key[t]]
+    return [far for t in range(len(sizes)) for near in _changed_at(key, sizes, t)
+            for u in range(t + 1, len(sizes)) for far in _changed_at(near, sizes, u)]
 
 
 def neighbour_of_best(pool: Sequence[Key], sizes: Sequence[int], known: Callable[[Key], bool],
