@@ -3,8 +3,9 @@
 Parent run: the composed config as params (secrets masked) and as `config.yaml`, git commit, device, strategy,
 target T, controller statistics as step metrics, and the reports (`reports/pareto.png`, ..., and
 `reports/controller.png`: each controller update's batch reward) refreshed as the search goes. Child runs: the
-sampled decisions and block strings as params, `arch.json`, the trial's metrics and per-epoch training curves; failed trials end FAILED with the reason as a tag. Finding, creating
-and reopening the parent run, and its summary at the end, are parent_run.py's.
+sampled decisions and block strings as params, `arch.json`, the trial's metrics and per-epoch training curves;
+failed trials end FAILED with the reason as a tag. Finding, creating and reopening the parent run, and its
+summary at the end, are parent_run.py's.
 
 Every call names its run id explicitly (`MlflowClient`), so trials may be recorded from any callback or
 thread. Only `on_search_start` may raise (an unreachable server stops the search before training). A tracker
