@@ -35,6 +35,14 @@ def accuracy_meeting(metric: Any, target_ms: float | None) -> float | None:
     return float(accuracy) if latency <= target_ms else None
 
 
+def latency_of(metric: Any) -> float | None:
+    """The finite `latency_ms` of a final metric dict; None otherwise."""
+    latency = metric.get("latency_ms") if isinstance(metric, dict) else None
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not math.isfinite(latency):
+        return None
+    return float(latency)
+
+
 def decisions_of(model_space: ExecutableModelSpace) -> list[tuple[str, list]]:
     """(label, values) of each categorical decision, in declaration order; annotations are skipped."""
     decisions = []

@@ -47,7 +47,8 @@ from nni.nas.strategy.base import Strategy
 from mnas_core.errors import ConfigError
 from strategies import ppo
 from strategies.controller import Controller, centred_ranks
-from strategies.decisions import accuracy_meeting, decisions_of, extract_reward
+from strategies.decisions import accuracy_meeting, decisions_of, extract_reward, latency_of
+from strategies.latency_model import AdditiveLatency
 from strategies.local_search import near_best
 from strategies.ppo import ADVANTAGES
 from strategies.ppo_rnn_checkpoint import checkpoint, restore
@@ -99,6 +100,10 @@ class PpoRnn(Strategy):
         That share of mutants are near the ``mutation_pool`` most accurate architectures whose latency meets
         ``target_ms`` (the search's answer for T) instead of the best by reward, which under ``abs`` or ``soft``
         may lie above T. Without a T (``target_ms`` None) every mutant is near the best by reward.
+    latency_filter
+        With a T: a mutant whose latency, as estimated from the trials so far (strategies/latency_model.py: one
+        cost per decision value), exceeds ``latency_filter * target_ms`` is skipped untrained, so local search
+        spends its trials near T rather than far above it. None (the default) skips nothing.
     reward_key
         Key of the reward when a trial's final metric is a dict.
     failure_reward
@@ -125,6 +130,7 @@ class PpoRnn(Strategy):
                  elite_size: int = 0, elite_weight: float = 0.0,
                  mutate_duplicates: bool = False, mutation_share: float = 0.0, mutation_pool: int = 10,
                  mutation_radius: int = 1, answer_share: float = 0.0, target_ms: float | None = None,
+                 latency_filter: float | None = None,
                  reward_key: str = "default", failure_reward: float = 0.0, max_duplicate_resamples: int = 10,
                  stall_limit: int = 1000, seed: int | None = None, num_threads: int | None = 1,
                  on_update: Callable[[dict], None] | None = None):
@@ -142,6 +148,9 @@ class PpoRnn(Strategy):
                               f"or 2, got {mutation_share}, {mutation_pool} and {mutation_radius}")
         if not 0 <= answer_share <= 1:
             raise ConfigError(f"ppo_rnn: answer_share must be in [0, 1], got {answer_share}")
+        if latency_filter is not None and not latency_filter > 0:
+            raise ConfigError(f"ppo_rnn: latency_filter must be a positive factor of T (say 1.1) or null, got "
+                              f"{latency_filter}")
         self.batch_size, self.ppo_epochs, self.clip = batch_size, ppo_epochs, clip
         self.per_decision_ratio = per_decision_ratio
         self.learning_rate, self.entropy_weight, self.baseline_decay = learning_rate, entropy_weight, baseline_decay
@@ -150,6 +159,7 @@ class PpoRnn(Strategy):
         self.elite_size, self.elite_weight = elite_size, elite_weight
         self.mutate_duplicates, self.mutation_share, self.mutation_pool = mutate_duplicates, mutation_share, mutation_pool
         self.mutation_radius, self.answer_share, self.target_ms = mutation_radius, answer_share, target_ms
+        self.latency_filter = latency_filter
         self.reward_key, self.failure_reward = reward_key, failure_reward
         self.max_duplicate_resamples, self.stall_limit = max_duplicate_resamples, stall_limit
         self.seed = seed if seed is not None else int(torch.randint(2**31 - 1, ()).item())
@@ -169,10 +179,13 @@ class PpoRnn(Strategy):
         # a mutant, whose log-probabilities are taken under the policy of the update
         self._history: dict[Key, float] = {}  # every finished architecture -> its reward
         self._answers: dict[Key, float] = {}  # every finished architecture meeting target_ms -> its accuracy
+        self._latencies: dict[Key, float] = {}  # every finished architecture that reported one -> its latency
+        self._latency_model: AdditiveLatency | None = None
         self._pending: dict[Key, list[LogProbs | None]] = {}  # running architecture -> log-probs waiting for its reward
         self._running: dict[ExecutableModelSpace, Key] = {}
         self._raw_metrics: dict[ExecutableModelSpace, Any] = {}
-        self._finished: collections.deque[tuple[Key, float]] = collections.deque()  # filled by engine callbacks
+        # (architecture, reward, latency or None), filled by engine callbacks
+        self._finished: collections.deque[tuple[Key, float, float | None]] = collections.deque()
         self._lock = threading.Lock()
         # The policy (controller, minibatch, history) changes in the engine's trial-end callback, which the
         # training-service engine calls from its own thread: sampling and updates take turns.
@@ -195,6 +208,7 @@ class PpoRnn(Strategy):
         self._decisions = decisions_of(model_space)
         self.controller = Controller([len(v) for _, v in self._decisions], self.hidden_size, self.embedding_dim,
                                      self.init_range, self._generator)
+        self._latency_model = AdditiveLatency([len(v) for _, v in self._decisions])
         # fused: one kernel for the whole step; about half the time of the default on CPU for this tiny model
         self._optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.learning_rate, fused=True)
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_metric)
@@ -276,12 +290,27 @@ class PpoRnn(Strategy):
         if self.answer_share and self._answers and \
                 float(torch.rand((), generator=self._generator)) < self.answer_share:
             around = self._answers
-        key = near_best(around, [len(values) for _, values in self._decisions],
-                        lambda key: key in self._history or key in self._pending, self._uniform_int,
-                        self.mutation_pool, kick_tries=8 * (self.max_duplicate_resamples + 1), radius=self.mutation_radius)
+        with self._threads():  # the latency estimate's refit is a torch solve
+            key = near_best(around, [len(values) for _, values in self._decisions],
+                            lambda key: key in self._history or key in self._pending or self._too_slow(key),
+                            self._uniform_int, self.mutation_pool, kick_tries=8 * (self.max_duplicate_resamples + 1),
+                            radius=self.mutation_radius)
         if key is not None:
             self.counters["mutants"] += 1
         return key
+
+    def _add_latency(self, key: Key, latency_ms: float) -> None:
+        self._latencies[key] = latency_ms
+        if self._latency_model is not None:
+            self._latency_model.add(key, latency_ms)
+
+    def _too_slow(self, key: Key) -> bool:
+        """Whether the latency estimate puts `key` above `latency_filter` x T (never without both, or too few
+        trials for an estimate)."""
+        if self.latency_filter is None or self.target_ms is None or self._latency_model is None:
+            return False
+        estimate = self._latency_model.predict(key)
+        return estimate is not None and estimate > self.latency_filter * self.target_ms
 
     def _next_candidate(self) -> tuple[Key, LogProbs | None]:
         assert self.controller is not None
@@ -328,7 +357,7 @@ class PpoRnn(Strategy):
                 _logger.info("Trial %s failed or reported no usable %r; reward %s.", key, self.reward_key,
                              self.failure_reward)
                 reward = self.failure_reward
-            self._finished.append((key, reward))
+            self._finished.append((key, reward, latency_of(raw)))
         # Into the history (and the minibatch) at once, so the checkpoint taken after this trial has it.
         with self._policy_lock:
             self._drain()
@@ -336,10 +365,12 @@ class PpoRnn(Strategy):
     def _drain(self) -> None:
         """Move finished trials into the history and the PPO minibatch (under the policy lock)."""
         while self._finished:
-            key, reward = self._finished.popleft()
+            key, reward, latency = self._finished.popleft()
             with self._lock:
                 waiting = self._pending.pop(key, [])
             self._history[key] = reward
+            if latency is not None:
+                self._add_latency(key, latency)
             for logp in waiting:
                 self._feed(key, logp, reward)
 

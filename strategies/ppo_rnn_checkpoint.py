@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from mnas_core.errors import ConfigError
+from strategies.latency_model import AdditiveLatency
 
 if TYPE_CHECKING:
     from strategies.ppo_rnn import PpoRnn
@@ -34,6 +35,7 @@ def checkpoint(strategy: PpoRnn) -> dict:
         "batch": [(list(k), None if lp is None else list(lp), r) for k, lp, r in s._batch],
         "history": [(list(k), r) for k, r in s._history.items()],
         "answers": [(list(k), a) for k, a in s._answers.items()],
+        "latencies": [(list(k), ms) for k, ms in s._latencies.items()],
         "update_stats": [dict(stats) for stats in s.update_stats],
         "counters": {**s.counters, "dup_streak": s._dup_streak, "stall": s._stall, "dup_rate": s._dup_rate},
         "timing": dict(s.timing),
@@ -56,6 +58,9 @@ def restore(strategy: PpoRnn, state: dict) -> None:
     s._batch = [(tuple(k), None if lp is None else tuple(lp), r) for k, lp, r in state["batch"]]
     s._history = {tuple(k): r for k, r in state["history"]}
     s._answers = {tuple(k): a for k, a in state.get("answers", [])}  # none in an older checkpoint
+    s._latencies, s._latency_model = {}, AdditiveLatency([len(values) for _, values in s._decisions])
+    for k, ms in state.get("latencies", []):  # in the order they came, so the estimate is the same
+        s._add_latency(tuple(k), ms)
     s.update_stats = [dict(stats) for stats in state["update_stats"]]
     counters = dict(state["counters"])
     s._dup_streak, s._stall = counters.pop("dup_streak"), counters.pop("stall")

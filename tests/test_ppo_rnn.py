@@ -37,7 +37,8 @@ class GridSpace(ModelSpace):
 
 
 class Recorder:
-    """Evaluator function: reward = (mean choice / (k-1)) ** power (unique optimum: all k-1); logs every call."""
+    """Evaluator function: reward = (mean choice / (k-1)) ** power (unique optimum: all k-1), latency 0.5 ms + the
+    mean choice / (k-1); logs every call."""
 
     def __init__(self, k: int = 4, fail_on: dict | None = None, silent_on: dict | None = None, power: float = 1.0):
         self.k, self.fail_on, self.silent_on, self.power = k, fail_on, silent_on, power
@@ -50,8 +51,9 @@ class Recorder:
             raise RuntimeError("this architecture cannot be trained")
         if self.silent_on is not None and sample.items() >= self.silent_on.items():
             return  # trains, reports nothing
-        reward = (sum(sample.values()) / (len(sample) * (self.k - 1))) ** self.power
-        nni.report_final_result({"default": reward, "reward": 2 * reward, "accuracy": reward, "latency_ms": 1.0})
+        share = sum(sample.values()) / (len(sample) * (self.k - 1))
+        nni.report_final_result({"default": share ** self.power, "reward": 2 * share ** self.power,
+                                 "accuracy": share ** self.power, "latency_ms": 0.5 + share})
 
 
 @pytest.fixture(autouse=True)
@@ -212,9 +214,11 @@ def test_reward_key_selects_the_reward_from_a_dict_metric(tmp_path):
 
 
 @pytest.mark.parametrize("local_search", [{}, {"mutate_duplicates": True, "mutation_share": 0.5, "mutation_pool": 2,
-                                               "mutation_radius": 2, "answer_share": 0.5, "target_ms": 1.0}])
+                                               "mutation_radius": 2, "answer_share": 0.5, "target_ms": 1.0,
+                                               "latency_filter": 1.1}])
 def test_resume_continues_exactly_where_it_stopped(tmp_path, local_search):
-    # 7 does not divide 30: a batch pends; with local search, the answers meeting T are in the checkpoint too
+    # 7 does not divide 30: a batch pends; with local search, the answers meeting T and the latencies behind the
+    # latency filter's estimate (it starts after 25 trials) are in the checkpoint too
     kwargs = {"batch_size": 7, "learning_rate": 0.01, "seed": 11, **local_search}
     whole = Recorder()
     run(PpoRnn(**kwargs), whole, 60, tmp_path / "whole")
@@ -316,3 +320,25 @@ def test_answer_share_walks_near_the_most_accurate_architecture_meeting_t(tmp_pa
         assert strategy._answers and all(key[0] == 0 for key in strategy._answers)
     else:  # mutants of the best by reward, which lies over T
         assert meeting < len(late) / 2
+
+
+@pytest.mark.parametrize("latency_filter", [None, 1.1])
+def test_latency_filter_keeps_mutants_from_walking_far_above_t(tmp_path, latency_filter):
+    # the best reward has d0 = 2 (3 ms); mutants around it are over T = 1.5 ms unless they change d0 to 0, which the
+    # estimate (exact here: latency is additive) tells apart once 1 + 4 * 3 = 13 trials came back
+    recorder = SlowFirstDecision(k=3)
+    strategy = PpoRnn(batch_size=5, mutation_share=1.0, mutation_pool=1, target_ms=1.5, latency_filter=latency_filter,
+                      seed=0)
+    run(strategy, recorder, 40, tmp_path, n=4, k=3)
+    late = recorder.calls[15:]
+    meeting = sum(call["d0"] == 0 for call in late)
+    if latency_filter:
+        assert meeting > len(late) / 2
+        assert strategy._latency_model.predict((1, 0, 0, 0)) == pytest.approx(2.0, abs=0.01)
+    else:
+        assert meeting < len(late) / 2
+
+
+def test_a_bad_latency_filter_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="latency_filter must be a positive factor of T"):
+        PpoRnn(latency_filter=0)
