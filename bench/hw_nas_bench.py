@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"latency_table": args.latency_table, "dataset": args.dataset, "target_ms": args.target_ms}
     out_json = Path(args.json) if args.json else None
     runs_path = Path(args.runs) if args.runs else (out_json.with_suffix(".runs.jsonl") if out_json else None)
+    if runs_path:
+        runs_path.parent.mkdir(parents=True, exist_ok=True)
     results = load_runs(runs_path, settings) if runs_path else []
     done = {(r["word"], r["seed"], r["budget"], r["reward"]) for r in results}
     results = [r for r in results if (r["word"], r["seed"], r["budget"], r["reward"]) in set(jobs)]

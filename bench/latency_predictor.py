@@ -4,11 +4,13 @@ were not used in calibration and compare (calibrated prediction and the plain su
     flock /tmp/mnas-heavy.lock python bench/latency_predictor.py                     # local, core 1, demo space
     flock /tmp/mnas-heavy.lock python bench/latency_predictor.py --archs 30 --ssh    # a real sshd on 127.0.0.1
     flock /tmp/mnas-heavy.lock python bench/latency_predictor.py --archs 30 +experiment=mnas_imagenet
+    flock /tmp/mnas-heavy.lock python bench/latency_predictor.py device.runtime=executorch   # XNNPACK .pte
 
 Extra KEY=VALUE arguments are Hydra overrides of the search's config (as for `python -m mnas_nni`); the
 default is `device=local device.cores=[1]` with the default demo space (32 px, width 0.5). Goals (issue 12):
 >= 95 % of architectures within +-5 % and >= 99 % within +-10 % of the measured median; a prediction costs
-<= 1 ms (median of 10,000). The whole-model measurements are not cached (each one is measured for real).
+<= 1 ms (median of 10,000). The whole-model measurements are not cached (each one is measured for real). Each
+(ssh|local, runtime, space, resolution) keeps its own table under --table-dir, so a killed build resumes.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         tag = "ssh" if args.ssh else "local"
         composed = [*base, *overrides]
         resolution = next((o.split("=")[1] for o in composed if o.startswith("data.resolution=")), None)
-        name = f"{tag}-{'imagenet' if '+experiment=mnas_imagenet' in composed else 'demo'}-{resolution or 'default'}"
+        runtime = next((o.split("=")[1] for o in composed if o.startswith("device.runtime=")), "onnxruntime")
+        space = "imagenet" if "+experiment=mnas_imagenet" in composed else "demo"
+        name = f"{tag}-{runtime}-{space}-{resolution or 'default'}"  # a table answers for one runtime only
         composed += [f"latency.table={table_dir / (name + '.json')}", "latency.cache_path=null"]
         try:
             s = setup(compose(composed))
