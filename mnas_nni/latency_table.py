@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from mnas_core.errors import ConfigError, MnasNniError
 from mnas_nni import plugins
@@ -61,8 +62,13 @@ def setup(cfg: DictConfig) -> Setup:
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     space_cfg = {k: v for k, v in resolved["search_space"].items() if not k.startswith("_")}
     resolution = int(resolved["data"]["resolution"])
-    if space_cfg.get("num_classes") is None:
-        space_cfg["num_classes"] = int(plugins.build("data", cfg.data).num_classes)
+    if space_cfg.get("num_classes") is None:  # the head's width: from the data, unless the space names it
+        try:
+            space_cfg["num_classes"] = int(plugins.build("data", cfg.data).num_classes)
+        except MissingMandatoryValue as err:
+            key = getattr(err, "full_key", "") or "a data setting"
+            raise ConfigError(f"{key} is not set and the table needs the class count: pass {key}=... or "
+                              "search_space.num_classes=N (e.g. 1000 for ImageNet)") from None
     space_cfg["resolution"] = resolution
     space = SpaceConfig(**space_cfg)
     device = plugins.build("device", cfg.device)

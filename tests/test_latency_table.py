@@ -259,3 +259,12 @@ def test_the_strategy_bench_objective_uses_the_same_predictor(tmp_path):
     arch = random_arch(tiny_space(), random.Random(1))
     again = bench_predictor(tmp_path, tiny_space(), log=lambda _: pytest.fail("a complete table is not rebuilt"))
     assert isinstance(first, LatencyPredictor) and again.predict(arch) == pytest.approx(first.predict(arch))
+
+
+def test_a_table_for_imagenet_without_its_folder_names_both_ways_to_give_the_class_count(tmp_path):
+    from mnas_nni.latency_table import compose, setup
+
+    with pytest.raises(ConfigError, match=r"data.root is not set .* search_space.num_classes=N"):
+        setup(compose(["+experiment=mnas_imagenet", f"latency.table={tmp_path / 't.json'}"]))
+    s = setup(compose(["+experiment=mnas_imagenet", "search_space.num_classes=1000", f"latency.table={tmp_path / 't.json'}"]))
+    assert (s.space.num_classes, s.space.resolution) == (1000, 224)
