@@ -5,8 +5,9 @@ estimate is the additive model a layer-wise latency table also assumes (a networ
 its blocks'), fitted by ridge least squares to the latencies the search's own trials measured, so it needs
 neither a table nor a device: on HW-NAS-Bench's Eyeriss table it is exact, on its Pixel 3 table (where a `none`
 edge cuts whole paths) it is off by a median 11 % after 100 trials - good enough to skip what lies far above T,
-not to judge what lies near it. The sums grow one trial at a time, so a refit is one small linear solve (in torch,
-under the caller's thread setting: numpy's BLAS would start its own threads for it).
+not to judge what lies near it. The sums grow one trial at a time and `refit` (when the caller chooses: a search
+refits once per batch) is one small linear solve, in torch under the caller's thread setting (numpy's BLAS would
+start its own threads for it).
 """
 
 from __future__ import annotations
@@ -32,21 +33,27 @@ class AdditiveLatency:
         self._bias = 0.0
         self._costs: list[list[float]] | None = None  # per decision, the cost of each value
         self.trials = 0
+        self.fitted_at = 0  # trials added at the last refit
 
     def add(self, key: Key, latency_ms: float) -> None:
         cols = torch.tensor([0, *(start + value for start, value in zip(self._offsets, key))])
         self._gram[cols.unsqueeze(1), cols] += 1.0
         self._moment[cols] += latency_ms
         self.trials += 1
-        self._costs = None
+
+    def refit(self) -> None:
+        """Fit the costs to every trial added so far (no estimate while there are fewer than `min_trials`)."""
+        self.fitted_at = self.trials
+        if self.trials < self.min_trials:
+            self._costs = None
+            return
+        eye = torch.eye(len(self._moment), dtype=torch.float64)
+        weights = torch.linalg.solve(self._gram + self._ridge * eye, self._moment).tolist()
+        self._bias = weights[0]
+        self._costs = [weights[start:start + n] for start, n in zip(self._offsets, self._sizes)]
 
     def predict(self, key: Key) -> float | None:
-        """The estimated latency of `key` in ms; None until `min_trials` trials were added."""
-        if self.trials < self.min_trials:
-            return None
+        """The estimated latency of `key` in ms at the last refit; None before one had `min_trials` trials."""
         if self._costs is None:
-            eye = torch.eye(len(self._moment), dtype=torch.float64)
-            weights = torch.linalg.solve(self._gram + self._ridge * eye, self._moment).tolist()
-            self._bias = weights[0]
-            self._costs = [weights[start:start + n] for start, n in zip(self._offsets, self._sizes)]
+            return None
         return self._bias + sum(costs[value] for costs, value in zip(self._costs, key))

@@ -181,6 +181,7 @@ class PpoRnn(Strategy):
         self._answers: dict[Key, float] = {}  # every finished architecture meeting target_ms -> its accuracy
         self._latencies: dict[Key, float] = {}  # every finished architecture that reported one -> its latency
         self._latency_model: AdditiveLatency | None = None
+        self._slow: dict[Key, bool] = {}  # the latency filter's verdicts under the current fit
         self._pending: dict[Key, list[LogProbs | None]] = {}  # running architecture -> log-probs waiting for its reward
         self._running: dict[ExecutableModelSpace, Key] = {}
         self._raw_metrics: dict[ExecutableModelSpace, Any] = {}
@@ -290,10 +291,21 @@ class PpoRnn(Strategy):
         if self.answer_share and self._answers and \
                 float(torch.rand((), generator=self._generator)) < self.answer_share:
             around = self._answers
+        sizes, tries = [len(values) for _, values in self._decisions], 8 * (self.max_duplicate_resamples + 1)
+        tried = lambda key: key in self._history or key in self._pending
+        rejected = 0
+
+        def skipped(key: Key) -> bool:
+            nonlocal rejected
+            slow = not tried(key) and self._too_slow(key)
+            rejected += slow
+            return slow or tried(key)
+
         with self._threads():  # the latency estimate's refit is a torch solve
-            key = near_best(around, [len(values) for _, values in self._decisions],
-                            lambda key: key in self._history or key in self._pending or self._too_slow(key),
-                            self._uniform_int, self.mutation_pool, kick_tries=8 * (self.max_duplicate_resamples + 1),
+            key = near_best(around, sizes, skipped, self._uniform_int, self.mutation_pool, kick_tries=tries,
+                            radius=self.mutation_radius)
+        if key is None and rejected:  # everything near is estimated too slow: walk on (better than a duplicate)
+            key = near_best(around, sizes, tried, self._uniform_int, self.mutation_pool, kick_tries=tries,
                             radius=self.mutation_radius)
         if key is not None:
             self.counters["mutants"] += 1
@@ -306,11 +318,18 @@ class PpoRnn(Strategy):
 
     def _too_slow(self, key: Key) -> bool:
         """Whether the latency estimate puts `key` above `latency_filter` x T (never without both, or too few
-        trials for an estimate)."""
-        if self.latency_filter is None or self.target_ms is None or self._latency_model is None:
+        trials for an estimate). The estimate is refitted once a batch of trials came back; its verdicts are
+        kept until then."""
+        model = self._latency_model
+        if self.latency_filter is None or self.target_ms is None or model is None:
             return False
-        estimate = self._latency_model.predict(key)
-        return estimate is not None and estimate > self.latency_filter * self.target_ms
+        if model.trials - model.fitted_at >= self.batch_size:
+            model.refit()
+            self._slow.clear()
+        if key not in self._slow:
+            estimate = model.predict(key)
+            self._slow[key] = estimate is not None and estimate > self.latency_filter * self.target_ms
+        return self._slow[key]
 
     def _next_candidate(self) -> tuple[Key, LogProbs | None]:
         assert self.controller is not None

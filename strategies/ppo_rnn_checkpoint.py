@@ -36,6 +36,7 @@ def checkpoint(strategy: PpoRnn) -> dict:
         "history": [(list(k), r) for k, r in s._history.items()],
         "answers": [(list(k), a) for k, a in s._answers.items()],
         "latencies": [(list(k), ms) for k, ms in s._latencies.items()],
+        "latency_fitted_at": s._latency_model.fitted_at if s._latency_model is not None else 0,
         "update_stats": [dict(stats) for stats in s.update_stats],
         "counters": {**s.counters, "dup_streak": s._dup_streak, "stall": s._stall, "dup_rate": s._dup_rate},
         "timing": dict(s.timing),
@@ -59,8 +60,14 @@ def restore(strategy: PpoRnn, state: dict) -> None:
     s._history = {tuple(k): r for k, r in state["history"]}
     s._answers = {tuple(k): a for k, a in state.get("answers", [])}  # none in an older checkpoint
     s._latencies, s._latency_model = {}, AdditiveLatency([len(values) for _, values in s._decisions])
-    for k, ms in state.get("latencies", []):  # in the order they came, so the estimate is the same
+    s._slow = {}
+    latencies, fitted_at = state.get("latencies", []), state.get("latency_fitted_at", 0)
+    for i, (k, ms) in enumerate(latencies):  # in the order they came, refitted where it was: the same estimate
+        if i == fitted_at:
+            s._latency_model.refit()
         s._add_latency(tuple(k), ms)
+    if fitted_at == len(latencies):
+        s._latency_model.refit()
     s.update_stats = [dict(stats) for stats in state["update_stats"]]
     counters = dict(state["counters"])
     s._dup_streak, s._stall = counters.pop("dup_streak"), counters.pop("stall")

@@ -19,8 +19,12 @@ def test_an_additive_latency_is_recovered_from_as_many_trials_as_unknowns():
     trials = [tuple(rng.randrange(n) for n in sizes) for _ in range(3 * model.min_trials)]
     for key in trials[:model.min_trials - 1]:
         model.add(key, latency(key))
+    model.refit()
     assert model.predict(trials[0]) is None  # fewer trials than unknowns: no estimate yet
     for key in trials[model.min_trials - 1:]:
         model.add(key, latency(key))
+    assert model.predict(trials[0]) is None  # nor before the next refit
+    model.refit()
+    assert model.fitted_at == len(trials)
     for key in [tuple(rng.randrange(n) for n in sizes) for _ in range(20)]:
         assert model.predict(key) == pytest.approx(latency(key), rel=1e-3)
