@@ -25,22 +25,25 @@ def extract_reward(metric: Any, key: str = "default") -> float | None:
     return float(metric)
 
 
+def _finite(metric: Any, key: str) -> float | None:
+    """`metric[key]` of a final metric dict when it is a finite number (not a bool); None otherwise."""
+    value = metric.get(key) if isinstance(metric, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def accuracy_meeting(metric: Any, target_ms: float | None) -> float | None:
     """The accuracy of a final metric dict whose `latency_ms` meets `target_ms`; None otherwise (or without T)."""
-    if target_ms is None or not isinstance(metric, dict):
+    latency, accuracy = latency_of(metric), _finite(metric, "accuracy")
+    if target_ms is None or latency is None or accuracy is None:
         return None
-    latency, accuracy = metric.get("latency_ms"), metric.get("accuracy")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (latency, accuracy)):
-        return None
-    return float(accuracy) if latency <= target_ms else None
+    return accuracy if latency <= target_ms else None
 
 
 def latency_of(metric: Any) -> float | None:
     """The finite `latency_ms` of a final metric dict; None otherwise."""
-    latency = metric.get("latency_ms") if isinstance(metric, dict) else None
-    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not math.isfinite(latency):
-        return None
-    return float(latency)
+    return _finite(metric, "latency_ms")
 
 
 def decisions_of(model_space: ExecutableModelSpace) -> list[tuple[str, list]]:

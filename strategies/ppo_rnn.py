@@ -297,9 +297,11 @@ class PpoRnn(Strategy):
 
         def skipped(key: Key) -> bool:
             nonlocal rejected
-            slow = not tried(key) and self._too_slow(key)
+            if tried(key):
+                return True
+            slow = self._too_slow(key)
             rejected += slow
-            return slow or tried(key)
+            return slow
 
         with self._threads():  # the latency estimate's refit is a torch solve
             key = near_best(around, sizes, skipped, self._uniform_int, self.mutation_pool, kick_tries=tries,
