@@ -20,6 +20,7 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,11 +111,12 @@ def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
     if len(archs) < n:
         raise ConfigError(f"found only {len(archs)} architectures of the space that the table did not calibrate on "
                           f"(asked for {n}); evaluate fewer, or widen the search space")
-    meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1)
     todo, passes, measured = list(archs.values()), table.repeats or 1, {}
     from rich.progress import Progress
 
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:  # passes, as the table was built
+    with tempfile.TemporaryDirectory(prefix="mnas-evaluate-") as exports, \
+            Progress(transient=True, disable=not sys.stderr.isatty()) as bar:  # passes, as the table was built
+        meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1, export_dir=exports)
         task = bar.add_task("measuring", total=len(todo) * passes)
         for _ in range(passes):
             for start in range(0, len(todo), 4):

@@ -22,6 +22,7 @@ from evaluators.latency import (
     space_signatures,
 )
 from evaluators.latency.layers import arch_signatures, random_arch
+from evaluators.latency.predictor import exports_dir
 from mnas_core.errors import ConfigError, DeviceError
 from search_spaces import SpaceConfig
 from search_spaces.builder import build_model
@@ -70,6 +71,8 @@ def built(tmp_path_factory) -> Path:
                          repeats=2, progress=False, log=lambda _: None)
     assert report.layers == len(space_signatures(tiny_space(), RESOLUTION, CLASSES)) == report.layers_measured
     assert report.models_measured == 5
+    # two passes, one export each: later passes measure the kept file, removed when the build is done
+    assert report.exports == report.layers + 5 and not exports_dir(tmp / "table.json").exists()
     return tmp / "table.json"
 
 
@@ -117,12 +120,14 @@ def test_a_build_stopped_by_a_lost_device_resumes_where_it_stopped(tmp_path):
                     log=lambda _: None, layers_per_call=3, repeats=1)
     half = LatencyTable.load(path)  # saved, valid, and not taken for a finished table
     assert len(half.layers) == 6 and half.fit is None
+    assert len(list(exports_dir(path).iterdir())) == 9  # the third call's 3 layers were exported, not measured
     with pytest.raises(ConfigError, match="incomplete"):
         LatencyPredictor(half, CLASSES)
     device = local_device()
     report = build_table(device, space, path, evaluator(device, tmp_path), calibration_models=3, progress=False,
                          log=lambda _: None)
     assert report.layers_measured == total - 6 and len(LatencyTable.load(path).layers) == total
+    assert report.exports == total - 9 + 3  # the killed build's files are measured, not exported again
 
 
 def test_a_foreign_or_damaged_table_is_refused_saying_what_differs(built, tmp_path):

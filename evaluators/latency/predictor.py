@@ -17,8 +17,10 @@ file, so `python -m mnas_nni.latency_table show` tells how far to trust it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import shutil
 import tempfile
 import time
 import uuid
@@ -37,7 +39,7 @@ from search_spaces.space import SpaceConfig
 
 from .device import LatencyDevice
 from .evaluator import LatencyEvaluator
-from .export import export_for_runtime
+from .export import MODEL_SUFFIX, export_for_runtime
 from .layers import (
     arch_signatures,
     piece_kind,
@@ -194,23 +196,44 @@ class Meter:
     Each model keeps the repeat with the lowest median: on a shared machine other processes only ever add
     time, and one repeat may fall in a busy period; the lowest of a few medians is what the device does when
     quiet, measured the same way for layers and whole models.
+
+    With ``export_dir``, a model file is kept there under its key (a layer signature, an architecture key) and
+    later passes measure that file instead of exporting again: lowering to ExecuTorch costs about 2 s a layer, five
+    times the measurement, so a table built in passes would otherwise spend most of its time exporting.
     """
 
     def __init__(self, device: LatencyDevice, lock_dir: str | Path = DEFAULT_LOCK_DIR,
-                 interval_log: str | Path | None = None, repeats: int = 3):
+                 interval_log: str | Path | None = None, repeats: int = 3, export_dir: str | Path | None = None):
         if repeats < 1:
             raise ConfigError(f"repeats must be >= 1, got {repeats}")
         self.device, self.lock_dir, self.interval_log, self.repeats = device, lock_dir, interval_log, int(repeats)
         self.workdir = Path(tempfile.gettempdir()) / "mnas-nni-table"
+        self.export_dir = Path(export_dir) if export_dir is not None else None
         self.calls = 0  # device round trips
+        self.exports = 0  # model files written (the rest were reused from export_dir)
 
-    def measure(self, modules: list[tuple[nn.Module, tuple[int, ...]]]) -> list[LatencyResult]:
-        items = []
+    def _model_file(self, module: nn.Module, shape: tuple[int, ...], key: str | None, scratch: Path) -> Path:
+        if self.export_dir is None or key is None:  # a scratch file, deleted after the measurement
+            self.exports += 1
+            return export_for_runtime(self.device.runtime, module, shape, scratch)
+        stem = self.export_dir / hashlib.sha1(f"{key}|{shape}".encode()).hexdigest()[:20]
+        kept = stem.with_suffix(MODEL_SUFFIX[self.device.runtime])
+        if kept.is_file():  # export_for_runtime writes atomically: a file that is there is whole
+            return kept
+        self.exports += 1
+        return export_for_runtime(self.device.runtime, module, shape, stem)
+
+    def measure(self, modules: list[tuple[nn.Module, tuple[int, ...]]],
+                keys: list[str] | None = None) -> list[LatencyResult]:
+        items, scratch = [], []
         try:
             stem = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
             for i, (module, shape) in enumerate(modules):
-                items.append((export_for_runtime(self.device.runtime, module, shape, self.workdir / f"{stem}-{i}"),
-                              shape))
+                key = keys[i] if keys and self.export_dir is not None else None
+                path = self._model_file(module, shape, key, self.workdir / f"{stem}-{i}")
+                if key is None:
+                    scratch.append(path)
+                items.append((path, shape))
             best: list[LatencyResult | None] = [None] * len(items)
             with device_lock(self.device.lock_name, self.lock_dir, interval_log=self.interval_log):
                 for _ in range(self.repeats):
@@ -219,17 +242,18 @@ class Meter:
                         if best[i] is None or result.median_ms < best[i].median_ms:  # type: ignore[union-attr]
                             best[i] = result
         finally:
-            for path, _ in items:
+            for path in scratch:
                 path.unlink(missing_ok=True)
         return best  # type: ignore[return-value]
 
     def layers(self, signatures: list[str]) -> list[float]:
         pieces = [piece_of(s) for s in signatures]
-        return [r.median_ms for r in self.measure([(p.make(), p.input_shape) for p in pieces])]
+        return [r.median_ms for r in self.measure([(p.make(), p.input_shape) for p in pieces], list(signatures))]
 
     def models(self, archs: list[ArchSpec], num_classes: int, resolution: int) -> list[float]:
         shape = (1, 3, resolution, resolution)
-        return [r.median_ms for r in self.measure([(build_model(a, num_classes), shape) for a in archs])]
+        keys = [f"{a.key}|{num_classes}" for a in archs]
+        return [r.median_ms for r in self.measure([(build_model(a, num_classes), shape) for a in archs], keys)]
 
 
 @dataclass
@@ -241,6 +265,7 @@ class BuildReport:
     seconds: float
     fit: dict[str, Any]
     device_calls: int = 0   # device round trips of this build (each measures a batch, `repeats` times over)
+    exports: int = 0        # model files written by this build (one per layer or model, whatever the passes)
 
     @property
     def device_measurements(self) -> int:
@@ -267,7 +292,8 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
     resolution, num_classes = config.resolution, config.num_classes
     table = open_table(path, device.name, device.runtime_id(), resolution, device.describe())
     table.repeats = table.repeats or repeats
-    meter = Meter(device, evaluator.lock_dir, evaluator.interval_log, repeats=1)  # repeated in passes
+    exports = exports_dir(table.path)  # kept while the build runs (a killed one reuses them), removed at the end
+    meter = Meter(device, evaluator.lock_dir, evaluator.interval_log, repeats=1, export_dir=exports)  # passes
     signatures = space_signatures(config, resolution, num_classes)
     todo = sum(1 for s in signatures if s not in table.layers)
     log(f"{device.name} ({table.runtime}), {resolution} px: {len(signatures)} distinct layers, {todo} to measure; "
@@ -286,8 +312,15 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
                         f"calibration models are saved in {table.path}: run the same build again to continue") from None
     space.update(complete=True, seconds=space["seconds"] + time.perf_counter() - started)  # over every resumed run
     table.save()
+    shutil.rmtree(exports, ignore_errors=True)
     return BuildReport(table.path, len(signatures), measured, models, time.perf_counter() - started, table.fit or {},
-                       meter.calls)
+                       meter.calls, meter.exports)
+
+
+def exports_dir(table_path: str | Path) -> Path:
+    """Where a build keeps the model files it measures in passes: beside its table."""
+    path = Path(table_path)
+    return path.with_name(path.name + ".exports")
 
 
 def calibration_archs(config: SpaceConfig, n: int, seed: int) -> list[ArchSpec]:
