@@ -101,8 +101,9 @@ class PpoRnn(Strategy):
         ``target_ms`` (the search's answer for T) instead of the best by reward, which under ``abs`` or ``soft``
         may lie above T. Without a T (``target_ms`` None) every mutant is near the best by reward.
     latency_filter
-        With a T: a mutant whose latency, as estimated from the trials so far (strategies/latency_model.py: one
-        cost per decision value), exceeds ``latency_filter * target_ms`` is skipped untrained, so local search
+        With a T: a candidate whose latency, as estimated from the trials so far (strategies/latency_model.py: one
+        cost per decision value), exceeds ``latency_filter * target_ms`` is not trained: a mutant is skipped, and
+        the policy's draw is replaced by a mutant as a duplicate is (with ``mutate_duplicates``), so the search
         spends its trials near T rather than far above it. None (the default) skips nothing.
     reward_key
         Key of the reward when a trial's final metric is a dict.
@@ -250,7 +251,12 @@ class PpoRnn(Strategy):
         key, logp = self._next_candidate()
         duplicate = key in self._history or key in self._pending
         self._dup_rate = 0.9 * self._dup_rate + 0.1 * duplicate
-        if duplicate and self.mutate_duplicates and (mutant := self._mutant()) is not None:
+        if not duplicate and logp is not None:  # the policy's draw: far above T, it is replaced like a duplicate
+            with self._threads():
+                slow = self._too_slow(key)
+        else:
+            slow = False
+        if (duplicate or slow) and self.mutate_duplicates and (mutant := self._mutant()) is not None:
             key, logp, duplicate = mutant, None, False
         if duplicate:
             self._stall += 1

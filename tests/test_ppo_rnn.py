@@ -342,3 +342,18 @@ def test_latency_filter_keeps_mutants_from_walking_far_above_t(tmp_path, latency
 def test_a_bad_latency_filter_is_a_one_line_error():
     with pytest.raises(ConfigError, match="latency_filter must be a positive factor of T"):
         PpoRnn(latency_filter=0)
+
+
+@pytest.mark.parametrize("latency_filter", [None, 1.1])
+def test_latency_filter_replaces_the_policys_draws_far_above_t_with_mutants(tmp_path, latency_filter):
+    # no mutation share: only the policy draws; two in three of its (near uniform) draws have d0 > 0, over T
+    recorder = SlowFirstDecision(k=3)
+    strategy = PpoRnn(batch_size=5, mutate_duplicates=True, mutation_pool=1, target_ms=1.5,
+                      latency_filter=latency_filter, seed=0)
+    run(strategy, recorder, 40, tmp_path, n=4, k=3)
+    late = recorder.calls[15:]
+    over = sum(call["d0"] > 0 for call in late)
+    if latency_filter:  # estimated too slow, they are replaced by mutants near the best meeting the filter
+        assert over < len(late) / 4 and strategy.counters["mutants"] >= len(late) / 2
+    else:
+        assert over > len(late) / 2
