@@ -57,3 +57,50 @@ class AdditiveLatency:
         if self._costs is None:
             return None
         return self._bias + sum(costs[value] for costs, value in zip(self._costs, key))
+
+
+class LatencyFilter:
+    """Which candidates are too slow to train: those whose estimate exceeds ``factor * target_ms``.
+
+    It keeps every trial's latency in the order it came (a checkpoint replays them to rebuild the same estimate),
+    refits the estimate once ``refit_every`` new trials came back, and keeps its verdicts until the next refit.
+    Without a factor or a T it rejects nothing.
+    """
+
+    def __init__(self, sizes: Sequence[int], factor: float | None, target_ms: float | None, refit_every: int):
+        self._sizes = list(sizes)
+        self.model = AdditiveLatency(sizes)
+        self.latencies: list[tuple[Key, float]] = []  # in the order they came
+        self._limit = None if factor is None or target_ms is None else factor * target_ms
+        self._refit_every = max(1, int(refit_every))
+        self._verdicts: dict[Key, bool] = {}
+
+    def add(self, key: Key, latency_ms: float) -> None:
+        self.latencies.append((key, latency_ms))
+        self.model.add(key, latency_ms)
+
+    def too_slow(self, key: Key) -> bool:
+        """Whether `key`'s estimate lies above the limit (never before the estimate has enough trials)."""
+        if self._limit is None:
+            return False
+        if self.model.trials - self.model.fitted_at >= self._refit_every:
+            self.model.refit()
+            self._verdicts.clear()
+        if key not in self._verdicts:
+            estimate = self.model.predict(key)
+            self._verdicts[key] = estimate is not None and estimate > self._limit
+        return self._verdicts[key]
+
+    def state(self) -> dict:
+        return {"latencies": [(list(k), ms) for k, ms in self.latencies], "fitted_at": self.model.fitted_at}
+
+    def load(self, latencies: Sequence[tuple[Sequence[int], float]], fitted_at: int) -> None:
+        """Replay `latencies` in order, refitting where the saved filter last refitted: the same estimate."""
+        self.model = AdditiveLatency(self._sizes)
+        self.latencies, self._verdicts = [], {}
+        for i, (key, ms) in enumerate(latencies):
+            if i == fitted_at:
+                self.model.refit()
+            self.add(tuple(key), ms)
+        if fitted_at == len(latencies):
+            self.model.refit()

@@ -48,7 +48,7 @@ from mnas_core.errors import ConfigError
 from strategies import ppo
 from strategies.controller import Controller, centred_ranks
 from strategies.decisions import accuracy_meeting, decisions_of, extract_reward, latency_of
-from strategies.latency_model import AdditiveLatency
+from strategies.latency_model import LatencyFilter
 from strategies.local_search import near_best
 from strategies.ppo import ADVANTAGES
 from strategies.ppo_rnn_checkpoint import checkpoint, restore
@@ -180,9 +180,7 @@ class PpoRnn(Strategy):
         # a mutant, whose log-probabilities are taken under the policy of the update
         self._history: dict[Key, float] = {}  # every finished architecture -> its reward
         self._answers: dict[Key, float] = {}  # every finished architecture meeting target_ms -> its accuracy
-        self._latencies: dict[Key, float] = {}  # every finished architecture that reported one -> its latency
-        self._latency_model: AdditiveLatency | None = None
-        self._slow: dict[Key, bool] = {}  # the latency filter's verdicts under the current fit
+        self._filter: LatencyFilter | None = None  # the trials' latencies, and which candidates are too slow
         self._pending: dict[Key, list[LogProbs | None]] = {}  # running architecture -> log-probs waiting for its reward
         self._running: dict[ExecutableModelSpace, Key] = {}
         self._raw_metrics: dict[ExecutableModelSpace, Any] = {}
@@ -210,7 +208,8 @@ class PpoRnn(Strategy):
         self._decisions = decisions_of(model_space)
         self.controller = Controller([len(v) for _, v in self._decisions], self.hidden_size, self.embedding_dim,
                                      self.init_range, self._generator)
-        self._latency_model = AdditiveLatency([len(v) for _, v in self._decisions])
+        self._filter = LatencyFilter([len(v) for _, v in self._decisions], self.latency_filter, self.target_ms,
+                                     refit_every=self.batch_size)
         # fused: one kernel for the whole step; about half the time of the default on CPU for this tiny model
         self._optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.learning_rate, fused=True)
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_metric)
@@ -251,11 +250,10 @@ class PpoRnn(Strategy):
         key, logp = self._next_candidate()
         duplicate = key in self._history or key in self._pending
         self._dup_rate = 0.9 * self._dup_rate + 0.1 * duplicate
+        slow = False
         if not duplicate and logp is not None:  # the policy's draw: far above T, it is replaced like a duplicate
-            with self._threads():
+            with self._threads():  # the estimate's refit is a torch solve
                 slow = self._too_slow(key)
-        else:
-            slow = False
         if (duplicate or slow) and self.mutate_duplicates and (mutant := self._mutant()) is not None:
             key, logp, duplicate = mutant, None, False
         if duplicate:
@@ -319,25 +317,8 @@ class PpoRnn(Strategy):
             self.counters["mutants"] += 1
         return key
 
-    def _add_latency(self, key: Key, latency_ms: float) -> None:
-        self._latencies[key] = latency_ms
-        if self._latency_model is not None:
-            self._latency_model.add(key, latency_ms)
-
     def _too_slow(self, key: Key) -> bool:
-        """Whether the latency estimate puts `key` above `latency_filter` x T (never without both, or too few
-        trials for an estimate). The estimate is refitted once a batch of trials came back; its verdicts are
-        kept until then."""
-        model = self._latency_model
-        if self.latency_filter is None or self.target_ms is None or model is None:
-            return False
-        if model.trials - model.fitted_at >= self.batch_size:
-            model.refit()
-            self._slow.clear()
-        if key not in self._slow:
-            estimate = model.predict(key)
-            self._slow[key] = estimate is not None and estimate > self.latency_filter * self.target_ms
-        return self._slow[key]
+        return self._filter is not None and self._filter.too_slow(key)
 
     def _next_candidate(self) -> tuple[Key, LogProbs | None]:
         assert self.controller is not None
@@ -396,8 +377,8 @@ class PpoRnn(Strategy):
             with self._lock:
                 waiting = self._pending.pop(key, [])
             self._history[key] = reward
-            if latency is not None:
-                self._add_latency(key, latency)
+            if latency is not None and self._filter is not None:
+                self._filter.add(key, latency)
             for logp in waiting:
                 self._feed(key, logp, reward)
 

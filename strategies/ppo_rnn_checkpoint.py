@@ -8,7 +8,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from mnas_core.errors import ConfigError
-from strategies.latency_model import AdditiveLatency
 
 if TYPE_CHECKING:
     from strategies.ppo_rnn import PpoRnn
@@ -24,6 +23,7 @@ def checkpoint(strategy: PpoRnn) -> dict:
     if s._running:
         _logger.warning("%d running trials are not in the checkpoint; they will be sampled anew.", len(s._running))
     pool = None if s._pool is None else (s._pool[0][s._pool_pos:], s._pool[1][s._pool_pos:])
+    latency = s._filter.state() if s._filter is not None else {"latencies": [], "fitted_at": 0}
     return {
         "seed": s.seed,
         "decisions": [label for label, _ in s._decisions],
@@ -35,8 +35,8 @@ def checkpoint(strategy: PpoRnn) -> dict:
         "batch": [(list(k), None if lp is None else list(lp), r) for k, lp, r in s._batch],
         "history": [(list(k), r) for k, r in s._history.items()],
         "answers": [(list(k), a) for k, a in s._answers.items()],
-        "latencies": [(list(k), ms) for k, ms in s._latencies.items()],
-        "latency_fitted_at": s._latency_model.fitted_at if s._latency_model is not None else 0,
+        "latencies": latency["latencies"],
+        "latency_fitted_at": latency["fitted_at"],
         "update_stats": [dict(stats) for stats in s.update_stats],
         "counters": {**s.counters, "dup_streak": s._dup_streak, "stall": s._stall, "dup_rate": s._dup_rate},
         "timing": dict(s.timing),
@@ -59,15 +59,8 @@ def restore(strategy: PpoRnn, state: dict) -> None:
     s._batch = [(tuple(k), None if lp is None else tuple(lp), r) for k, lp, r in state["batch"]]
     s._history = {tuple(k): r for k, r in state["history"]}
     s._answers = {tuple(k): a for k, a in state.get("answers", [])}  # none in an older checkpoint
-    s._latencies, s._latency_model = {}, AdditiveLatency([len(values) for _, values in s._decisions])
-    s._slow = {}
-    latencies, fitted_at = state.get("latencies", []), state.get("latency_fitted_at", 0)
-    for i, (k, ms) in enumerate(latencies):  # in the order they came, refitted where it was: the same estimate
-        if i == fitted_at:
-            s._latency_model.refit()
-        s._add_latency(tuple(k), ms)
-    if fitted_at == len(latencies):
-        s._latency_model.refit()
+    if s._filter is not None:  # none in an older checkpoint
+        s._filter.load(state.get("latencies", []), state.get("latency_fitted_at", 0))
     s.update_stats = [dict(stats) for stats in state["update_stats"]]
     counters = dict(state["counters"])
     s._dup_streak, s._stall = counters.pop("dup_streak"), counters.pop("stall")

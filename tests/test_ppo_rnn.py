@@ -334,7 +334,7 @@ def test_latency_filter_keeps_mutants_from_walking_far_above_t(tmp_path, latency
     meeting = sum(call["d0"] == 0 for call in late)
     if latency_filter:
         assert meeting > len(late) / 2
-        assert strategy._latency_model.predict((1, 0, 0, 0)) == pytest.approx(2.0, abs=0.01)
+        assert strategy._filter.model.predict((1, 0, 0, 0)) == pytest.approx(2.0, abs=0.01)
     else:
         assert meeting < len(late) / 2
 
