@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 
 import pytest
 import torch
@@ -159,3 +160,12 @@ def test_a_bad_table_setting_stops_the_cli_search_in_one_line(tmp_path):
     result = run_cli(tmp_path, "search_space=nb201", "evaluator=table", "evaluator.dataset=cifar11")
     assert result.returncode == 2
     assert "evaluator.dataset='cifar11' is not a column" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_strategy_whose_extra_is_missing_is_skipped_with_one_line_naming_it(monkeypatch, capsys):
+    from bench.hw_nas_bench import installed
+
+    monkeypatch.setitem(sys.modules, "tianshou", None)  # as if `[rl]` were not installed: its import fails
+    assert not installed("policy_rl") and installed("evolution")
+    assert capsys.readouterr().out == "skipping policy_rl: strategy=policy_rl needs the 'rl' extra: " \
+                                      "pip install 'mnas-nni[rl]'\n"
