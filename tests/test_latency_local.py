@@ -90,7 +90,10 @@ def test_median_is_stable_over_five_measurements(small_onnx: Path) -> None:
     assert all(r.runs == 50 and r.p10_ms <= r.median_ms <= r.p90_ms for r in results)
     # This 2-core VM's speed moves in steps (CI saw medians of 0.58-0.61 ms and 0.77-0.82 ms in one test), so
     # the 2 % stability goal is a benchmark figure (printed above); the test catches a broken measurement only.
-    assert max(medians) < 2 * min(medians), f"medians disagree by 2x or more: {medians}"
+    # A busy spell on the shared core can spoil one measurement (CI once saw 0.70-0.77 ms and one 1.40 ms, its
+    # runs spread 28 %): that is why table builds keep the lowest of several; four of the five must agree.
+    typical = sorted(medians)[:4]
+    assert typical[-1] < 2 * typical[0], f"medians disagree by 2x or more: {medians}"
 
 
 def test_bigger_model_measures_slower(tmp_path: Path) -> None:
