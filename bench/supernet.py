@@ -53,6 +53,24 @@ def supernet_defaults() -> dict[str, Any]:
     return dict(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "evaluator" / "supernet.yaml"))["supernet"])
 
 
+def setting_dir(root: Path, args: Any, defaults: dict[str, Any], split: bool = True) -> Path:
+    """The cache folder of one supernet setting under `root` (without its few-shot split: `split=False`); the
+    default optimizer, no distillation and no split keep the names earlier runs wrote."""
+    name = f"e{args.supernet_epochs}-{args.sampling}-w{args.warmup:g}-s{args.supernet_seed}"
+    if (args.optimizer, args.lr) != (defaults["optimizer"], defaults["lr"]):
+        name += f"-{args.optimizer}{args.lr:g}"
+    if args.distill:
+        name += "-distill"
+    if split and getattr(args, "split", None):
+        name += f"-split-{args.split.replace('/', '.')}-e{args.split_epochs}"
+    return root / name
+
+
+def paths_per_step(sampling: str, distill: bool) -> int:
+    """Paths a supernet training step runs (`SupernetModule.step_paths`)."""
+    return 3 if sampling == "sandwich" else 2 if distill else 1
+
+
 def cached(path: Path) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     if path.exists():
@@ -179,6 +197,8 @@ def main() -> None:
                         help="--data fashion_mnist: the ground-truth table")
     parser.add_argument("--random", type=int, default=40, help="--data fashion_mnist: the table's --random")
     parser.add_argument("--spread", type=int, default=12, help="--data fashion_mnist: the table's --spread")
+    parser.add_argument("--scores-csv", type=Path, default=None,
+                        help="--data fashion_mnist: write each architecture's supernet score here (arch, supernet_score)")
     parser.add_argument("--archs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--proxy-epochs", type=int, default=None, help="default: conf/train/default.yaml")
@@ -186,6 +206,12 @@ def main() -> None:
     parser.add_argument("--supernet-epochs", type=int, default=defaults["epochs"])
     parser.add_argument("--sampling", default=defaults["sampling"], choices=["fair", "uniform", "sandwich"])
     parser.add_argument("--warmup", type=float, default=defaults["warmup"])
+    parser.add_argument("--distill", action=argparse.BooleanOptionalAction, default=defaults["distill"],
+                        help="in-place distillation from the largest path (supernet.distill)")
+    parser.add_argument("--split", default=defaults["split"], metavar="DECISION",
+                        help="--data fashion_mnist: few-shot sub-supernets by this decision, e.g. block1/conv_op "
+                             "(supernet.split)")
+    parser.add_argument("--split-epochs", type=int, default=defaults["split_epochs"])
     parser.add_argument("--supernet-seed", type=int, default=0, help="another seed trains another supernet")
     parser.add_argument("--optimizer", default=defaults["optimizer"], choices=["sgd", "rmsprop", "adam"],
                         help="the supernet's optimizer (supernet.optimizer)")
@@ -221,9 +247,7 @@ def main() -> None:
     train.update(limit)
     if args.quick:
         args.out = args.out / "quick"
-    out = args.out / f"e{args.supernet_epochs}-{args.sampling}-w{args.warmup:g}-s{args.supernet_seed}"
-    if (args.optimizer, args.lr) != (defaults["optimizer"], defaults["lr"]):
-        out = out.with_name(f"{out.name}-{args.optimizer}{args.lr:g}")
+    out = setting_dir(args.out, args, defaults)
     out.mkdir(parents=True, exist_ok=True)
     if args.standalone_only:
         standalone_truth(sample_archs(config, args.archs), args.out / f"standalone-e{train['epochs']}.jsonl",
@@ -231,8 +255,8 @@ def main() -> None:
         return
     started = time.perf_counter()
     supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
-                              sampling=args.sampling, warmup=args.warmup, seed=args.supernet_seed,
-                              optimizer=args.optimizer, lr=args.lr,
+                              sampling=args.sampling, warmup=args.warmup, distill=args.distill,
+                              seed=args.supernet_seed, optimizer=args.optimizer, lr=args.lr,
                               **{"limit_val_batches": 2, **limit}).eval()  # its validation is a progress signal
     supernet_info = supernet.training_info  # what the checkpoint carries besides weights
     print(f"supernet: {args.supernet_epochs} epochs ({args.sampling}, warm-up {args.warmup:g}) in "
@@ -291,7 +315,7 @@ def main() -> None:
     print(f"  seconds per architecture: supernet score {statistics.fmean(score_seconds):.1f}, stand-alone training "
           f"{statistics.fmean(seconds):.1f}")
 
-    paths = 3 if args.sampling == "sandwich" else 1
+    paths = paths_per_step(args.sampling, args.distill)
     train_images = len(datamodule.train_dataset)
     scoring = args.calibration_batches * datamodule.batch_size + len(datamodule.val_dataset)
     demo = image_passes(train_images, proxy_epochs=train["epochs"], trials=100, supernet_epochs=args.supernet_epochs,

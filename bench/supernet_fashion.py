@@ -13,13 +13,14 @@ the table's top 10. Cached under --out like the digits bench.
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.ground_truth import architectures, recipe, recipe_hash, space_config
-from bench.supernet import append, cached, short_training_peer, supernet_defaults
+from bench.supernet import append, cached, setting_dir, short_training_peer, supernet_defaults
 
 SAMPLED = ("random", "latency_spread")
 
@@ -39,12 +40,46 @@ def read_truth(path: Path) -> dict[str, dict[str, Any]]:
     return truth
 
 
-def fidelity(score: list[float], truth: list[float], top: int) -> dict[str, float]:
+def fidelity(score: list[float], truth: list[float], top: int, head: int = 20) -> dict[str, float]:
+    """Kendall tau over all, tau among the truth's best `head`, and how many of the score's best `top` are among the
+    truth's best `top`."""
     from scipy.stats import kendalltau
 
-    best_by_score = set(sorted(range(len(score)), key=lambda i: score[i], reverse=True)[:top])
-    best_in_truth = set(sorted(range(len(truth)), key=lambda i: truth[i], reverse=True)[:top])
-    return {"tau": float(kendalltau(score, truth).statistic), "top_overlap": len(best_by_score & best_in_truth)}
+    def best(values: list[float], count: int) -> list[int]:
+        return sorted(range(len(values)), key=lambda i: values[i], reverse=True)[:count]
+
+    leaders = best(truth, head)
+    return {"tau": float(kendalltau(score, truth).statistic),
+            "tau_head": float(kendalltau([score[i] for i in leaders], [truth[i] for i in leaders]).statistic),
+            "top_overlap": len(set(best(score, top)) & set(best(truth, top)))}
+
+
+def validation_loss(model: Any, datamodule: Any) -> float:
+    """Mean cross-entropy of `model` (eval mode) on the validation images: a finer score than accuracy."""
+    import torch
+    import torch.nn.functional as F
+
+    total = count = 0.0
+    with torch.no_grad():
+        for images, labels in datamodule.val_dataloader():
+            total += float(F.cross_entropy(model(images), labels, reduction="sum"))
+            count += labels.numel()
+    return total / count
+
+
+def settings_table(root: Path, archs: list[Any], truth_acc: list[float], top: int) -> list[dict[str, Any]]:
+    """Every supernet setting cached under `root` whose scores cover `archs`: its figures and costs."""
+    rows = []
+    for setting in sorted(root.glob("*/setting.json")):
+        scores = cached(setting.parent / "supernet_scores.jsonl")
+        if not all(a.key in scores and "loss" in scores[a.key] for a in archs):
+            continue
+        info = json.loads(setting.read_text())
+        for name, key, sign in (("accuracy", "accuracy", 1), ("-val loss", "loss", -1)):
+            figures = fidelity([sign * scores[a.key][key] for a in archs], truth_acc, top)
+            rows.append({"setting": setting.parent.name, "score": name, **figures, **info,
+                         "seconds_per_score": statistics.fmean(scores[a.key]["seconds"] for a in archs)})
+    return rows
 
 
 def fashion_images(datamodule: Any, n: int = 16) -> Any:
@@ -65,6 +100,7 @@ def naswot_scores(archs: list[Any], datamodule: Any, resolution: int) -> list[fl
 
 def run(args: Any) -> None:
     from evaluators.fashion_mnist import FashionMnistDataModule
+    from evaluators.supernet_split import train_split
     from evaluators.supernet_train import score_path, train_supernet
 
     settings = recipe()
@@ -81,33 +117,47 @@ def run(args: Any) -> None:
     # Caches are per recipe (the table's data and proxy training) and per supernet setting, --quick apart.
     root = args.out / "fashion_mnist" / recipe_hash(settings) / ("quick" if args.quick else "full")
     defaults = supernet_defaults()
-    out = root / f"e{args.supernet_epochs}-{args.sampling}-w{args.warmup:g}-s{args.supernet_seed}"
-    if (args.optimizer, args.lr) != (defaults["optimizer"], defaults["lr"]):
-        out = out.with_name(f"{out.name}-{args.optimizer}{args.lr:g}")
+    out = setting_dir(root, args, defaults)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    supernet = train_supernet(config, datamodule, out / "supernet", epochs=args.supernet_epochs,
-                              sampling=args.sampling, warmup=args.warmup, seed=args.supernet_seed,
-                              optimizer=args.optimizer, lr=args.lr, label_smoothing=defaults["label_smoothing"],
-                              **{"limit_val_batches": 2, **limit}).eval()
-    info = supernet.training_info
-    print(f"supernet on Fashion-MNIST: {args.supernet_epochs} epochs ({args.sampling}, warm-up {args.warmup:g}) in "
-          f"{info['train_seconds']:.0f} s, {info['images_seen']} training-image passes "
-          f"(this run: {time.perf_counter() - started:.0f} s)", flush=True)
+    base_dir = setting_dir(root, args, defaults, split=False) / "supernet"  # a split refines the one-shot supernet
+    train_args = {"sampling": args.sampling, "distill": args.distill, "seed": args.supernet_seed,
+                  "optimizer": args.optimizer, "lr": args.lr, "label_smoothing": defaults["label_smoothing"],
+                  "limit_val_batches": 2, **limit}
+    supernet = train_supernet(config, datamodule, base_dir, epochs=args.supernet_epochs, warmup=args.warmup,
+                              **train_args).eval()
+    trainings = [supernet.training_info]
+    if args.split:
+        supernet = train_split(config, datamodule, base_dir, supernet, args.split, split_epochs=args.split_epochs,
+                               **train_args).eval()
+        trainings += [part.training_info for part in supernet.parts.values()]
+    train_seconds = sum(info["train_seconds"] for info in trainings)
+    images_seen = sum(info["images_seen"] for info in trainings)
+    split = f", split by {args.split} ({args.split_epochs} epochs each)" if args.split else ""
+    print(f"supernet on Fashion-MNIST: {args.supernet_epochs} epochs ({args.sampling}, warm-up {args.warmup:g}"
+          f"{', distilled' if args.distill else ''}{split}) in {train_seconds:.0f} s, {images_seen} training-image "
+          f"passes (this run: {time.perf_counter() - started:.0f} s)", flush=True)
 
+    (out / "setting.json").write_text(json.dumps({
+        "train_seconds": round(train_seconds, 1), "images_seen": images_seen,
+        "calibration_batches": args.calibration_batches}))
     scores_path = out / "supernet_scores.jsonl"
     scores = cached(scores_path)
     for arch in archs:
-        if arch.key not in scores:
+        if "loss" not in scores.get(arch.key, {}):
             t0 = time.perf_counter()
-            accuracy = score_path(supernet, arch, datamodule, calibration_batches=args.calibration_batches)[1]
-            scores[arch.key] = {"id": arch.key, "accuracy": accuracy, "seconds": time.perf_counter() - t0}
+            model, accuracy = score_path(supernet, arch, datamodule, calibration_batches=args.calibration_batches)
+            scores[arch.key] = {"id": arch.key, "accuracy": accuracy, "loss": validation_loss(model, datamodule),
+                                "seconds": time.perf_counter() - t0}
             append(scores_path, scores[arch.key])
     truth_acc = [truth[a.key]["accuracy"] for a in archs]
+    score_seconds = statistics.fmean(scores[a.key]["seconds"] for a in archs)
     rows: dict[str, tuple[list[float], float]] = {
-        "supernet (BN recalibrated)": ([scores[a.key]["accuracy"] for a in archs],
-                                       statistics.fmean(scores[a.key]["seconds"] for a in archs)),
+        "supernet (BN recalibrated): accuracy": ([scores[a.key]["accuracy"] for a in archs], score_seconds),
+        "supernet (BN recalibrated): -val loss": ([-scores[a.key]["loss"] for a in archs], score_seconds),
     }
+    if args.scores_csv:
+        write_scores(args.scores_csv, archs, scores)
     if args.peer_steps:
         peer_path = root / f"peer-{args.peer_steps}steps-seed{args.seeds}.jsonl"
         peer = short_training_peer(archs, peer_path, args.peer_steps, datamodule, train, seed=args.seeds)
@@ -129,7 +179,25 @@ def run(args: Any) -> None:
     print(f"\nrank fidelity on Fashion-MNIST against {args.table.name} ({len(archs)} sampled architectures; "
           f"truth: mean of seeds, accuracy {min(truth_acc):.4f}..{max(truth_acc):.4f}; the table's own "
           f"seed-to-seed tau over them {ceiling:.3f}):")
-    print(f"  {'score':42s} {'tau':>6s} {f'top{args.top}':>6s} {'s/arch':>7s}")
+    print(f"  {'score':42s} {'tau':>6s} {'tau20':>6s} {f'top{args.top}':>6s} {'s/arch':>7s}")
     for name, (score, seconds) in rows.items():
         figures = fidelity(score, truth_acc, args.top)
-        print(f"  {name:42s} {figures['tau']:6.3f} {figures['top_overlap']:4d}/{args.top} {seconds:7.2f}")
+        print(f"  {name:42s} {figures['tau']:6.3f} {figures['tau_head']:6.3f} {figures['top_overlap']:4d}/{args.top} "
+              f"{seconds:7.2f}")
+    print(f"\nevery supernet setting cached under {root} (tau20: among the table's best 20):")
+    print(f"  {'setting':40s} {'score':10s} {'tau':>6s} {'tau20':>6s} {f'top{args.top}':>6s} {'train s':>8s} "
+          f"{'passes':>9s} {'s/score':>8s}")
+    for row in settings_table(root, archs, truth_acc, args.top):
+        print(f"  {row['setting']:40s} {row['score']:10s} {row['tau']:6.3f} {row['tau_head']:6.3f} "
+              f"{row['top_overlap']:4d}/{args.top} {row['train_seconds']:8.0f} {row['images_seen']:9d} "
+              f"{row['seconds_per_score']:8.2f}")
+
+
+def write_scores(path: Path, archs: list[Any], scores: dict[str, Any]) -> None:
+    """`arch,supernet_score` per architecture (the table's key; the score is `evaluator=supernet`'s accuracy)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch", "supernet_score"])
+        writer.writerows((a.key, f"{scores[a.key]['accuracy']:.4f}") for a in archs)
+    print(f"scores written to {path}")

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 UNTRAINED_LOSS_FRACTION = 0.9  # of ln(classes): a training loss above it has learned next to nothing
 # `supernet.*` keys that are not arguments of train_supernet.
 SCORING_KEYS = ("checkpoint", "dir", "calibration_batches", "val_batches", "score_device")
+SPLIT_KEYS = ("split", "split_epochs")  # few-shot sub-supernets, trained from the one-shot one in its folder
 
 
 def untrained_warning(train_loss: float, num_classes: int) -> str | None:
@@ -54,13 +55,22 @@ class SupernetEvaluator(TrialEvaluator):
         self.val_batches = self.settings.get("val_batches")
         if self.calibration_batches < 1:
             raise ConfigError(f"supernet.calibration_batches must be >= 1, got {self.calibration_batches}")
-        self._supernet, self._checked = None, False
+        self._supernet, self._base, self._checked = None, None, False
+        from evaluators.supernet_split import check_split
+
+        check_split(self.settings.get("split"), self.settings.get("split_epochs", 2), self.space_config())
         if self.settings.get("checkpoint"):  # a missing or foreign checkpoint fails now, before any trial
-            self._supernet = self._load(self.settings["checkpoint"])
+            self._base = self._load(self.settings["checkpoint"])
         else:  # and so do training settings that would fail the first trial, and every one after it
-            from evaluators.supernet_train import check_epochs, check_last_checkpoint, check_sampling
+            from evaluators.supernet_train import (
+                check_distill,
+                check_epochs,
+                check_last_checkpoint,
+                check_sampling,
+            )
 
             check_epochs(self.settings.get("epochs", 10))
+            check_distill(self.settings.get("distill", False))
             check_sampling(self.settings.get("sampling", "fair"), self.settings.get("warmup", 0.5))
             check_last_checkpoint(self.training_dir())
 
@@ -82,22 +92,35 @@ class SupernetEvaluator(TrialEvaluator):
         if self.settings.get("dir"):
             return Path(self.settings["dir"]).expanduser()
         identity = {"space": self.space_settings, "data": getattr(self.parts, "settings", {}).get("data"),
-                    "seed": self.parts.seed,
-                    "train": {k: v for k, v in self.settings.items() if k not in SCORING_KEYS}}
+                    "seed": self.parts.seed, "train": self.train_args()}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
         return Path("outputs") / "supernets" / digest
 
+    def train_args(self) -> dict[str, Any]:
+        """The one-shot training's arguments (`train_supernet`'s): what its folder's hash covers."""
+        return {k: v for k, v in self.settings.items() if k not in SCORING_KEYS + SPLIT_KEYS}
+
     @property
     def supernet(self):
-        """Trained on first use (or reused from `training_dir()`), then kept for every trial of the process."""
+        """Trained on first use (or reused from `training_dir()`), split into sub-supernets with `supernet.split`,
+        then kept for every trial of the process."""
         if self._supernet is None:
+            from evaluators.supernet_split import train_split
             from evaluators.supernet_train import train_supernet
 
-            directory = self.training_dir()
-            train_args = {k: v for k, v in self.settings.items() if k not in SCORING_KEYS}
-            log.info("supernet: training in %s (%s)", directory, train_args)
-            self._supernet = train_supernet(self.space_config(), self.parts.datamodule, directory,
+            directory, train_args = self.training_dir(), self.train_args()
+            if self._base is None:
+                log.info("supernet: training in %s (%s)", directory, train_args)
+                self._base = train_supernet(self.space_config(), self.parts.datamodule, directory,
                                             seed=self.parts.seed, **train_args)
+            self._supernet = self._base
+            if self.settings.get("split"):
+                if self.settings.get("checkpoint") and not self.settings.get("dir"):  # beside the one they refine
+                    directory = Path(self.settings["checkpoint"]).expanduser().parent
+                log.info("supernet: few-shot sub-supernets by %s in %s", self.settings["split"], directory)
+                self._supernet = train_split(self.space_config(), self.parts.datamodule, directory, self._base,
+                                             self.settings["split"], split_epochs=self.settings.get("split_epochs", 2),
+                                             seed=self.parts.seed, **train_args)
             self._supernet.eval()
         if not self._checked:
             self._checked = True

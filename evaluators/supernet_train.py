@@ -4,7 +4,9 @@ Each training step samples a path: uniformly over the weight families (`fair`, d
 space's words, or by the sandwich rule (largest + smallest + one fair path, their losses averaged). Over the
 first `warmup` fraction of the steps the path is warmed up with a probability falling linearly from 1 to 0
 (`Supernet.training_path`: other conv-op families blended in, largest kernel/SE/filters, pooling skip). The path
-of a step is a function of (seed, global step), so a resumed run continues the same sequence. Lightning owns the
+of a step is a function of (seed, global step), so a resumed run continues the same sequence. With `distill`
+(in-place distillation, BigNAS) the largest path learns from the labels and every other path of the step from
+the largest path's predictions on the same batch. Lightning owns the
 loop: `accelerator`/`devices`/`strategy`/`num_nodes` are its own flags (with DDP use
 `strategy=ddp_find_unused_parameters_true`: a path leaves most weights unused).
 A killed training resumes from `<directory>/last.ckpt`; a finished one is `<directory>/supernet.pt`.
@@ -47,6 +49,16 @@ def check_sampling(sampling: str, warmup: float) -> None:
         raise ConfigError(f"supernet.warmup must be a fraction of the training in [0, 1], got {warmup!r}")
 
 
+def check_distill(distill: Any) -> None:
+    if not isinstance(distill, bool):
+        raise ConfigError(f"supernet.distill must be true or false, got {distill!r}")
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of `logits` against the probability rows `targets` (mean over the batch)."""
+    return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
 def check_epochs(epochs: Any) -> None:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"supernet.epochs must be a positive integer, got {epochs!r}")
@@ -54,14 +66,18 @@ def check_epochs(epochs: Any) -> None:
 
 class SupernetModule(ClassificationModule):
     """`ClassificationModule` whose model is a `Supernet`: one (or, sandwich, three) sampled paths per step;
-    validation runs the largest path (a progress signal only: the shared BN statistics mix every path)."""
+    validation runs the largest path (a progress signal only: the shared BN statistics mix every path). With
+    `distill` the largest path leads every step and teaches the others."""
 
     def __init__(self, supernet: Supernet, num_classes: int, *, sampling: str = "fair", warmup: float = 0.5,
-                 seed: int = 0, **optimization: Any) -> None:
+                 distill: bool = False, fixed: dict[str, Any] | None = None, seed: int = 0,
+                 **optimization: Any) -> None:
         check_sampling(sampling, warmup)
+        check_distill(distill)
         super().__init__(supernet, num_classes, **optimization)
-        self.sampling, self.warmup, self.seed = sampling, float(warmup), int(seed)
-        self.largest = TrainingPath(supernet.sample(random.Random(0), "largest"))
+        self.sampling, self.warmup, self.distill, self.seed = sampling, float(warmup), distill, int(seed)
+        self.fixed = dict(fixed or {})  # decisions every path keeps (a few-shot sub-supernet's)
+        self.largest = TrainingPath(supernet.sample(random.Random(0), "largest", self.fixed))
         self.images_seen = 0  # training-image passes: images x paths, the cost unit of bench/supernet.py
 
     def warm_probability(self) -> float:
@@ -74,18 +90,30 @@ class SupernetModule(ClassificationModule):
     def step_paths(self) -> list[TrainingPath]:
         rng = random.Random(self.seed * 1_000_003 + int(self.global_step))
         supernet: Supernet = self.model  # type: ignore[assignment]
-        if self.sampling == "uniform":
-            return [supernet.training_path(rng, "uniform", self.warm_probability())]
-        path = supernet.training_path(rng, "fair", self.warm_probability())
+        path = supernet.training_path(rng, "uniform" if self.sampling == "uniform" else "fair",
+                                      self.warm_probability(), self.fixed)
         if self.sampling == "sandwich":
-            return [self.largest, TrainingPath(supernet.sample(rng, "smallest")), path]
-        return [path]
+            return [self.largest, TrainingPath(supernet.sample(rng, "smallest", self.fixed)), path]
+        return [self.largest, path] if self.distill else [path]
+
+    def path_losses(self, images: Tensor, labels: Tensor, paths: list[TrainingPath]) -> list[Tensor]:
+        """One loss per path: against the labels, or with `distill` (the largest path first) every path after the
+        first against the first's detached predictions on the same batch."""
+        losses, targets = [], None
+        for path in paths:
+            logits = self.model(images, path.arch, path.blends)
+            if targets is None:
+                losses.append(F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing))
+                if self.distill:
+                    targets = F.softmax(logits.detach(), dim=1)
+            else:
+                losses.append(soft_cross_entropy(logits, targets))
+        return losses
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         paths = self.step_paths()
-        loss = sum(F.cross_entropy(self.model(images, path.arch, path.blends), labels,
-                                   label_smoothing=self.label_smoothing) for path in paths) / len(paths)
+        loss = sum(self.path_losses(images, labels, paths)) / len(paths)
         if not torch.isfinite(loss):
             raise TrialError(f"supernet training: non-finite loss at epoch {self.current_epoch} step {batch_idx}; "
                              "lower supernet.lr")
@@ -135,29 +163,41 @@ def check_last_checkpoint(directory: str | Path) -> None:
 
 
 def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, *, epochs: int = 10,
-                   sampling: str = "fair", warmup: float = 0.5, seed: int = 0, optimizer: str = "adam",
+                   sampling: str = "fair", warmup: float = 0.5, distill: bool = False, seed: int = 0,
+                   optimizer: str = "adam",
                    lr: float = 0.003, momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "cosine",
                    warmup_epochs: float = 0.0, label_smoothing: float = 0.1, bn_momentum: float | None = 0.1,
                    limit_train_batches: float | None = None, limit_val_batches: float | None = None,
                    precision: str | int = "32-true", accelerator: str = "cpu", devices: Any = 1,
-                   strategy: str = "auto", num_nodes: int = 1, callbacks: list[Any] | None = None) -> Supernet:
+                   strategy: str = "auto", num_nodes: int = 1, callbacks: list[Any] | None = None,
+                   fixed: dict[str, Any] | None = None, init: Supernet | None = None) -> Supernet:
     """The supernet of `config` trained on `datamodule`; reuses `<directory>/supernet.pt` when it exists and
-    resumes `<directory>/last.ckpt` when a training was killed."""
+    resumes `<directory>/last.ckpt` when a training was killed. `fixed` pins decisions on every path (a few-shot
+    sub-supernet, whose checkpoint records them) and `init` gives the starting weights."""
     directory = Path(directory)
     final = directory / FINAL_NAME
+    fixed = dict(fixed or {})
     if final.is_file():
         log.info("supernet: reusing %s", final)
-        return Supernet.load(final, config)
+        supernet = Supernet.load(final, config)
+        if supernet.training_info.get("fixed", {}) != fixed:
+            raise ConfigError(f"the supernet {final} was trained with the decisions "
+                              f"{supernet.training_info.get('fixed') or 'free'}, not {fixed or 'free'}; delete it or "
+                              "give another supernet.dir")
+        return supernet
     check_epochs(epochs)
     check_last_checkpoint(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     supernet = Supernet(config)
+    if init is not None:
+        supernet.load_state_dict(init.state_dict())
     if bn_momentum is not None:
         set_bn_momentum(supernet, bn_momentum)
-    module = SupernetModule(supernet, datamodule.num_classes, sampling=sampling, warmup=warmup, seed=seed,
-                            optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                            schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing)
+    module = SupernetModule(supernet, datamodule.num_classes, sampling=sampling, warmup=warmup, distill=distill,
+                            fixed=fixed, seed=seed, optimizer=optimizer, lr=lr, momentum=momentum,
+                            weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+                            label_smoothing=label_smoothing)
     last = directory / LAST_NAME
     with _quiet_lightning():
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -178,7 +218,7 @@ def train_supernet(config: SpaceConfig, datamodule: Any, directory: str | Path, 
         seconds = time.perf_counter() - started
     if trainer.is_global_zero:
         supernet.save(final, epochs=epochs, train_seconds=seconds, images_seen=module.images_seen,
-                      history=module.history)
+                      history=module.history, fixed=fixed)
     return supernet
 
 

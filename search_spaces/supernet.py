@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,16 +93,18 @@ class Supernet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     # -- paths -------------------------------------------------------------------------------------------
-    def sample(self, rng: random.Random, rule: str = "uniform") -> ArchSpec:
+    def sample(self, rng: random.Random, rule: str = "uniform", fixed: Mapping[str, Any] | None = None) -> ArchSpec:
         """A path: uniform over every decision; `fair`, the same but with the conv op drawn per weight family first
         (conv, dsconv, mbconv: mbconv3 and mbconv6 share one, which uniform words would train twice as often);
-        or the space's largest / smallest (the sandwich rule's ends)."""
-        return self.training_path(rng, rule).arch
+        or the space's largest / smallest (the sandwich rule's ends). `fixed` pins decisions (`blockN/name`)."""
+        return self.training_path(rng, rule, fixed=fixed).arch
 
-    def training_path(self, rng: random.Random, rule: str = "uniform", warm: float = 0.0) -> TrainingPath:
+    def training_path(self, rng: random.Random, rule: str = "uniform", warm: float = 0.0,
+                      fixed: Mapping[str, Any] | None = None) -> TrainingPath:
         """A path as a training step runs it: `rule`'s sample, warmed up with probability `warm`: each other conv-op
         family is blended into each block's own with that probability, and each block's kernel, SE ratio, filters
-        and skip take, with that probability, the largest value (the pooling skip: a residual around every layer).
+        and skip take, with that probability, the largest value (the pooling skip: a residual around every layer);
+        a decision in `fixed` (a few-shot sub-supernet's) takes its pinned value whatever the rule and warm-up.
         This is TuNAS's op and filter warm-up carried to every decision, with random family subsets (path dropout)
         so that the fade to single families is gradual; without it this space's supernet trains no better than
         chance (each block's conv-op family re-draws the features every layer downstream has to read)."""
@@ -114,7 +116,8 @@ class Supernet(nn.Module):
             for decision, values in choices.items():
                 warmed = decision not in ("conv_op", "layers") and warm > 0 and rng.random() < warm
                 value = self._warm_value(decision, values) if warmed else self._rule_value(rng, rule, decision, values)
-                sample[f"block{index + 1}/{decision}"] = value
+                key = f"block{index + 1}/{decision}"
+                sample[key] = fixed[key] if fixed and key in fixed else value
             if warm > 0:
                 own = CONV_OP_WORDS[sample[f"block{index + 1}/conv_op"]][0]
                 others = tuple(op for op in self.families if op != own and rng.random() < warm)
@@ -151,15 +154,24 @@ class Supernet(nn.Module):
         if arch.stem_filters != expected or arch.head_filters != self.head_filters:
             raise ArchitectureError(f"architecture stem/head {arch.stem_filters}/{arch.head_filters} differ from "
                                     f"the supernet's {expected}/{self.head_filters}")
+        sample = self.decisions_of(arch)
+        for index, choices in enumerate(self.choices):
+            for decision in DECISIONS:
+                key = f"block{index + 1}/{decision}"
+                if sample[key] not in choices[decision]:
+                    raise ArchitectureError(f"{key} = {sample[key]!r} is not a choice of the supernet's space "
+                                            f"({choices[decision]})")
+
+    def decisions_of(self, arch: ArchSpec) -> dict[str, Any]:
+        """`arch` as the space's decisions (`blockN/name`: value; a conv op outside the space is None)."""
         words = {CONV_OP_WORDS[w]: w for w in self.config.conv_ops}
-        for index, (block, choices) in enumerate(zip(arch.blocks, self.choices)):
+        sample = {}
+        for index, block in enumerate(arch.blocks):
             values = {"conv_op": words.get((block.op, block.expand)), "kernel": block.kernel,
                       "se_ratio": block.se_ratio, "skip": block.skip, "filters": block.out_filters,
                       "layers": block.repeats}
-            for decision in DECISIONS:
-                if values[decision] not in choices[decision]:
-                    raise ArchitectureError(f"block{index + 1}/{decision} = {values[decision]!r} is not a choice "
-                                            f"of the supernet's space ({choices[decision]})")
+            sample.update({f"block{index + 1}/{decision}": values[decision] for decision in DECISIONS})
+        return sample
 
     # -- forward and extraction ----------------------------------------------------------------------------
     def forward(self, x: Tensor, arch: ArchSpec | None = None,

@@ -94,3 +94,6 @@ def test_fidelity_counts_the_shared_top_and_the_rank_agreement() -> None:
     assert same["tau"] == pytest.approx(1.0) and same["top_overlap"] == 2
     reversed_ = fidelity(truth[::-1], truth, top=2)
     assert reversed_["tau"] == pytest.approx(-1.0) and reversed_["top_overlap"] == 0
+    # right about the best three, wrong about the rest: tau among the truth's best three is 1, over all it is not
+    head_right = fidelity([0.5, 0.4, 0.3, 0.4, 0.5], truth, top=2, head=3)
+    assert head_right["tau_head"] == pytest.approx(1.0) and head_right["tau"] < 0.5

@@ -130,6 +130,35 @@ def test_step_paths_are_fair_uniform_or_sandwich_and_fixed_by_seed_and_step():
         SupernetModule(net, 5, warmup=1.5)
 
 
+def test_distillation_teaches_every_path_of_a_step_from_the_largest_paths_predictions_on_the_same_batch():
+    import torch.nn.functional as F
+
+    from evaluators.supernet_train import SupernetModule, soft_cross_entropy
+
+    torch.manual_seed(0)
+    net = scrambled(Supernet(SpaceConfig(**TINY)))  # eval mode: the same batch gives the same logits twice
+    images, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    for sampling, count in (("fair", 2), ("uniform", 2), ("sandwich", 3)):
+        module = SupernetModule(net, 5, sampling=sampling, distill=True, seed=1)
+        paths = module.step_paths()
+        assert len(paths) == count and paths[0] == module.largest, sampling
+        losses = module.path_losses(images, labels, paths)
+        with torch.no_grad():
+            teacher = F.softmax(net(images, module.largest.arch), dim=1)
+            student = net(images, paths[-1].arch, paths[-1].blends)
+        torch.testing.assert_close(losses[0], F.cross_entropy(net(images, module.largest.arch), labels,
+                                                              label_smoothing=module.label_smoothing))
+        torch.testing.assert_close(losses[-1], soft_cross_entropy(student, teacher))
+        assert not torch.isclose(losses[-1], F.cross_entropy(student, labels, label_smoothing=module.label_smoothing))
+    plain = SupernetModule(net, 5, sampling="sandwich", seed=1)
+    student = plain.step_paths()[-1]
+    torch.testing.assert_close(plain.path_losses(images, labels, plain.step_paths())[-1],
+                               F.cross_entropy(net(images, student.arch, student.blends), labels,
+                                               label_smoothing=plain.label_smoothing))
+    with pytest.raises(ConfigError, match="supernet.distill must be true or false"):
+        SupernetModule(net, 5, distill="yes")
+
+
 def test_fair_sampling_trains_each_weight_family_equally_often():
     net = Supernet(SpaceConfig(**TINY))  # conv, dsconv and mbconv weights; mbconv3 and mbconv6 share theirs
     for rule, mbconv_share in (("uniform", 0.5), ("fair", 1 / 3)):

@@ -91,7 +91,8 @@ def test_a_bad_supernet_checkpoint_is_one_line_before_any_trial(tmp_path):
 @pytest.mark.slow
 def test_bad_supernet_training_settings_are_one_line_before_any_trial(tmp_path):
     cases = {"supernet.warmup=2": "supernet.warmup must be a fraction", "supernet.sampling=greedy": "supernet.sampling",
-             "supernet.epochs=0": "supernet.epochs must be a positive integer"}
+             "supernet.epochs=0": "supernet.epochs must be a positive integer",
+             "supernet.distill=maybe": "supernet.distill must be true or false"}
     for setting, words in cases.items():
         result = run_cli(tmp_path, *TINY, *FAST_SUPERNET, setting, env=ENV, timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
