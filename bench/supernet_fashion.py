@@ -185,12 +185,33 @@ def run(args: Any) -> None:
         print(f"  {name:42s} {figures['tau']:6.3f} {figures['tau_head']:6.3f} {figures['top_overlap']:4d}/{args.top} "
               f"{seconds:7.2f}")
     print(f"\nevery supernet setting cached under {root} (tau20: among the table's best 20):")
-    print(f"  {'setting':40s} {'score':10s} {'tau':>6s} {'tau20':>6s} {f'top{args.top}':>6s} {'train s':>8s} "
+    print(f"  {'setting':48s} {'score':10s} {'tau':>6s} {'tau20':>6s} {f'top{args.top}':>6s} {'train s':>8s} "
           f"{'passes':>9s} {'s/score':>8s}")
     for row in settings_table(root, archs, truth_acc, args.top):
-        print(f"  {row['setting']:40s} {row['score']:10s} {row['tau']:6.3f} {row['tau_head']:6.3f} "
+        print(f"  {row['setting']:48s} {row['score']:10s} {row['tau']:6.3f} {row['tau_head']:6.3f} "
               f"{row['top_overlap']:4d}/{args.top} {row['train_seconds']:8.0f} {row['images_seen']:9d} "
               f"{row['seconds_per_score']:8.2f}")
+    print_cost(args, config, datamodule, train)
+
+
+def print_cost(args: Any, config: Any, datamodule: Any, train: dict[str, Any]) -> None:
+    """Training-image passes of a supernet search with this setting against a multi-trial one (bench/supernet.py's
+    formula), on this data and for the ImageNet preset (30 supernet epochs, 2,000 samples, 5 confirmed)."""
+    from bench.supernet import image_passes, paths_per_step
+    from evaluators.supernet_split import split_values
+
+    paths = paths_per_step(args.sampling, args.distill)
+    extra = len(split_values(config, args.split)) * args.split_epochs if args.split else 0  # sub-supernet epochs
+    images = len(datamodule.train_dataset)
+    scoring = args.calibration_batches * datamodule.batch_size + len(datamodule.val_dataset)
+    here = image_passes(images, proxy_epochs=train["epochs"], trials=100, supernet_epochs=args.supernet_epochs + extra,
+                        paths_per_step=paths, samples=1000, scoring_images=scoring, confirm=5)
+    imagenet = image_passes(1_231_167, proxy_epochs=5, trials=8000, supernet_epochs=30 + extra, paths_per_step=paths,
+                            samples=2000, scoring_images=5 * 256 + 40 * 256, confirm=5)
+    print(f"\ncost in training-image passes ({paths} path(s) a step, {args.supernet_epochs} + {extra} epochs): this "
+          f"data, 100 trials x {train['epochs']} epochs {here['multi_trial']:.3g} against a supernet search of 1,000 "
+          f"samples {here['supernet_search']:.3g} ({here['ratio']:.1f}x fewer); ImageNet preset, 8,000 x 5 epochs "
+          f"{imagenet['multi_trial']:.3g} against {imagenet['supernet_search']:.3g} ({imagenet['ratio']:.0f}x fewer)")
 
 
 def write_scores(path: Path, archs: list[Any], scores: dict[str, Any]) -> None:
