@@ -58,7 +58,8 @@ class SupernetEvaluator(TrialEvaluator):
         self._supernet, self._base, self._checked = None, None, False
         from evaluators.supernet_split import check_split
 
-        check_split(self.settings.get("split"), self.settings.get("split_epochs", 2), self.space_config())
+        split = self.settings.get("split")
+        check_split(split, self.settings.get("split_epochs", 2), self.space_config() if split else None)
         if self.settings.get("checkpoint"):  # a missing or foreign checkpoint fails now, before any trial
             self._base = self._load(self.settings["checkpoint"])
         else:  # and so do training settings that would fail the first trial, and every one after it
