@@ -211,10 +211,11 @@ def measure_width(width: float, args: argparse.Namespace, state: dict[str, Any],
         accuracies[name] = trained_accuracies(arch, settings, args.seeds, rows_path, datamodule)
         print(f"  {name:14s} accuracy {statistics.fmean(accuracies[name]):.4f} (seeds "
               f"{', '.join(f'{a:.4f}' for a in accuracies[name])}; {time.perf_counter() - started:.0f} s)", flush=True)
-    measured = slot.get("latency_rounds_ms", {})
-    if set(measured) != set(models) or args.remeasure:
+    measured, keys = slot.get("latency_rounds_ms", {}), {name: arch.key for name, arch in models.items()}
+    if slot.get("latency_keys") != keys or args.remeasure:  # a grown search may have a new answer to measure
         started = time.perf_counter()
         measured = slot["latency_rounds_ms"] = remeasure(models, resolution)
+        slot["latency_keys"] = keys
         slot.pop("latency_ms", None)  # a state written before the rounds were kept
         save_state(state_path, state)
         print(f"  measured {len(models)} models afresh, interleaved ({time.perf_counter() - started:.0f} s)")

@@ -53,6 +53,16 @@ def test_a_quick_run_goes_end_to_end_its_answers_meet_t_and_a_rerun_trains_nothi
     assert (tmp_path / "run" / "results" / "matched_latency.png").stat().st_size > 0
     rows = next((tmp_path / "run").glob("*/rows.jsonl")).read_text()
     assert bench.main(argv)["widths"] == results["widths"]  # everything cached: same figures, nothing retrained
+    # a search grown to a new answer (here MobileNetV2's own architecture) gets that answer measured afresh
+    state_path = tmp_path / "run" / "state.json"
+    state = json.loads(state_path.read_text())
+    hard = state["widths"]["0.35"]["searches"]["hard"]
+    hard["arch"] = bench.mobilenet_v2(0.35).to_dict()
+    state_path.write_text(json.dumps(state))
+    regrown = bench.main(argv)["widths"]["0.35"]
+    assert json.loads(state_path.read_text())["widths"]["0.35"]["latency_keys"]["searched_hard"] == \
+        bench.mobilenet_v2(0.35).key
+    assert regrown["searched_hard"]["latency_rounds_ms"] != width["searched_hard"]["latency_rounds_ms"]
     assert next((tmp_path / "run").glob("*/rows.jsonl")).read_text() == rows
 
 
