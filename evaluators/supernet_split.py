@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from evaluators.supernet_train import check_epochs
 from mnas_core.errors import ConfigError
 from search_spaces.arch import ArchSpec
 from search_spaces.space import DECISIONS, SpaceConfig
@@ -30,8 +31,7 @@ def check_split(split: Any, epochs: Any, config: SpaceConfig | None = None) -> N
                           f"{', '.join(DECISIONS)} (e.g. block1/conv_op); got {split!r}")
     if config is not None and not 1 <= int(match.group(1)) <= len(config.skeleton):
         raise ConfigError(f"supernet.split={split}: the space has blocks 1 to {len(config.skeleton)}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"supernet.split_epochs must be a positive integer, got {epochs!r}")
+    check_epochs(epochs, "supernet.split_epochs")
 
 
 def split_values(config: SpaceConfig, split: str) -> list[Any]:

@@ -59,9 +59,9 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
-def check_epochs(epochs: Any) -> None:
+def check_epochs(epochs: Any, name: str = "supernet.epochs") -> None:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"supernet.epochs must be a positive integer, got {epochs!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {epochs!r}")
 
 
 class SupernetModule(ClassificationModule):
