@@ -195,8 +195,6 @@ def main() -> None:
                         help="fashion_mnist: judge against the ground-truth table (bench/supernet_fashion.py)")
     parser.add_argument("--table", type=Path, default=ROOT / "bench" / "results" / "ground_truth" / "fashion_mnist.csv",
                         help="--data fashion_mnist: the ground-truth table")
-    parser.add_argument("--random", type=int, default=40, help="--data fashion_mnist: the table's --random")
-    parser.add_argument("--spread", type=int, default=12, help="--data fashion_mnist: the table's --spread")
     parser.add_argument("--scores-csv", type=Path, default=None,
                         help="--data fashion_mnist: write each architecture's supernet score here (arch, supernet_score)")
     parser.add_argument("--archs", type=int, default=40)

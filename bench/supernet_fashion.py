@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.ground_truth import architectures, recipe, recipe_hash, space_config
+from bench.ground_truth import recipe, recipe_hash, space_config
 from bench.supernet import append, cached, setting_dir, short_training_peer, supernet_defaults
 
 SAMPLED = ("random", "latency_spread")
@@ -32,12 +32,26 @@ def read_truth(path: Path) -> dict[str, dict[str, Any]]:
     truth: dict[str, dict[str, Any]] = {}
     with path.open() as f:
         for row in csv.DictReader(f):
-            slot = truth.setdefault(row["arch"], {"family": row["family"], "accuracies": [],
+            slot = truth.setdefault(row["arch"], {"family": row["family"], "accuracies": [], "sample": row["sample"],
                                                   "params": int(row["params"]), "macs": int(row["macs"])})
             slot["accuracies"].append(float(row["accuracy"]))
     for slot in truth.values():
         slot["accuracy"] = statistics.fmean(slot["accuracies"])
     return truth
+
+
+def sampled_archs(truth: dict[str, dict[str, Any]], config: Any) -> list[Any]:
+    """The table's sampled architectures, decoded from its `sample` column (not drawn again: the table's
+    `latency_spread` draw depends on the latency table of the machine that built it)."""
+    archs = []
+    for key, slot in truth.items():
+        if slot["family"] in SAMPLED:
+            arch = config.arch_from_sample(json.loads(slot["sample"]))
+            if arch.key != key:
+                raise SystemExit(f"the table's sample of {key} decodes to another architecture in this space: "
+                                 "judge it with the space config that built the table")
+            archs.append(arch)
+    return archs
 
 
 def fidelity(score: list[float], truth: list[float], top: int, head: int = 20) -> dict[str, float]:
@@ -110,8 +124,7 @@ def run(args: Any) -> None:
     limit = {"limit_train_batches": 3, "limit_val_batches": 2} if args.quick else {}
     train.update(limit)
     truth = read_truth(args.table)
-    archs = [e["arch"] for e in architectures(config, args.random, args.spread)
-             if e["family"] in SAMPLED and e["arch"].key in truth]
+    archs = sampled_archs(truth, config)
     if args.quick:
         archs = archs[:12]
     # Caches are per recipe (the table's data and proxy training) and per supernet setting, --quick apart.

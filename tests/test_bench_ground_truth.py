@@ -19,7 +19,7 @@ from bench.ground_truth import (
     recipe_hash,
     space_config,
 )
-from bench.supernet_fashion import fidelity
+from bench.supernet_fashion import SAMPLED, fidelity, read_truth, sampled_archs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +97,16 @@ def test_fidelity_counts_the_shared_top_and_the_rank_agreement() -> None:
     # right about the best three, wrong about the rest: tau among the truth's best three is 1, over all it is not
     head_right = fidelity([0.5, 0.4, 0.3, 0.4, 0.5], truth, top=2, head=3)
     assert head_right["tau_head"] == pytest.approx(1.0) and head_right["tau"] < 0.5
+
+
+def test_the_judged_architectures_are_the_shipped_tables_sampled_ones_decoded_from_their_samples(tmp_path) -> None:
+    table = ROOT / "bench" / "results" / "ground_truth" / "fashion_mnist.csv"
+    truth = read_truth(table)
+    archs = sampled_archs(truth, space_config(28))
+    assert sorted(a.key for a in archs) == sorted(k for k, v in truth.items() if v["family"] in SAMPLED)
+    assert len(archs) == 52  # 40 random + 12 latency_spread, whatever latency table this machine holds
+    lines = table.read_text().splitlines()
+    first = lines[1].split(",", 1)
+    (tmp_path / "other.csv").write_text("\n".join([lines[0], first[0] + "x," + first[1]]) + "\n")
+    with pytest.raises(SystemExit, match="decodes to another architecture"):
+        sampled_archs(read_truth(tmp_path / "other.csv"), space_config(28))
