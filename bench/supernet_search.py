@@ -1,13 +1,18 @@
-"""Cost and result of a weight-sharing search against a multi-trial one, side by side, on the demo (digits, 32 px).
+"""Cost and result of a weight-sharing search against a multi-trial one, side by side, on digits or Fashion-MNIST.
 
-    taskset -c 1 python -m bench.supernet_search                      # 3 seeds: 100 proxy trials vs supernet search
+    taskset -c 1 python -m bench.supernet_search                      # digits: 3 seeds, 100 proxy trials vs supernet
     taskset -c 1 python -m bench.supernet_search --seeds 0 --samples 200 --trials 20     # a shorter look
+    taskset -c 1 python -m bench.supernet_search --data fashion_mnist --trials 60 --samples 300 \
+        --supernet supernet.epochs=8 supernet.val_batches=10          # on the ground-truth table's recipe
 
 Per seed, two searches run as a user runs them (`python -m mnas_nni`, one after the other on the same cores):
 - multi-trial: `strategy=ppo_rnn_short`, `--trials` trials, each trained with the proxy and measured on the device;
 - supernet: `evaluator=supernet strategy=ppo_rnn_short`, the supernet trained in the run (conf/evaluator/
-  supernet.yaml), `--samples` samples scored by it with latency predicted from a layer table
-  (`latency.mode=predict`), then the top `--confirm` trained stand-alone and measured (`search.confirm_top_k`).
+  supernet.yaml, changed by `--supernet` overrides), `--samples` samples scored by it with latency predicted from
+  a layer table (`latency.mode=predict`), then the top `--confirm` trained stand-alone and measured
+  (`search.confirm_top_k`).
+With `--data fashion_mnist` both searches run `+experiment=fashion` (the ground-truth table's data and proxy
+training) and the winners are re-trained with the table's recipe (rows the table holds are reused).
 The layer table is built once before (`python -m mnas_nni.latency_table build`, a one-time cost per device,
 printed apart). Printed per seed: wall-clock of each search and their ratio (goal: the supernet search in at most
 a fifth), training-image passes of each, the multi-trial's best reward and the supernet search's best confirmed
@@ -27,12 +32,46 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.supernet import ROOT, append, cached, image_passes
 
 DIGITS_TRAIN_IMAGES = 1347  # DigitsDataModule's training split (1,797 x 0.75)
+DIGITS_VAL_IMAGES = 450
+FASHION_VAL_IMAGES = 10_000  # the official test images
+
+
+@dataclass(frozen=True)
+class Ground:
+    """What the data fixes for both searches: their extra overrides and the sizes the cost is counted in."""
+
+    overrides: tuple[str, ...]
+    train_images: int
+    proxy_epochs: int
+    scoring_images: int  # images one supernet score passes: BN recalibration + validation
+    resolution: int
+
+
+def ground(data: str, supernet_overrides: list[str]) -> Ground:
+    from omegaconf import OmegaConf
+
+    supernet = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "evaluator" / "supernet.yaml"),
+                               OmegaConf.from_dotlist(supernet_overrides)).supernet
+    if data == "fashion_mnist":
+        from bench.ground_truth import recipe
+
+        settings = recipe()
+        batch, val = settings["data"]["batch_size"], FASHION_VAL_IMAGES
+        overrides, train_images = ("+experiment=fashion",), settings["data"]["train_subset"]
+        epochs, resolution = settings["train"]["epochs"], settings["data"]["resolution"]
+    else:
+        batch, val, overrides, train_images = 64, DIGITS_VAL_IMAGES, (), DIGITS_TRAIN_IMAGES
+        epochs, resolution = OmegaConf.load(ROOT / "conf" / "train" / "default.yaml").epochs, 32
+    scoring = supernet.calibration_batches * batch + (min(val, supernet.val_batches * batch)
+                                                      if supernet.val_batches else val)
+    return Ground(overrides, train_images, epochs, scoring, resolution)
 
 
 def run_search(name: str, out: Path, overrides: list[str], runs_path: Path) -> dict[str, Any]:
@@ -55,14 +94,14 @@ def run_search(name: str, out: Path, overrides: list[str], runs_path: Path) -> d
     return {"id": name, "seconds": seconds}
 
 
-def build_table(out: Path) -> float:
+def build_table(out: Path, overrides: tuple[str, ...] = ()) -> float:
     """The local device's layer table (one-time); returns the seconds its build took (cached)."""
     record = out / "table_build.json"
     if record.exists():
         return json.loads(record.read_text())["seconds"]
     started = time.perf_counter()
     command = [sys.executable, "-m", "mnas_nni.latency_table", "build", f"latency.table={out / 'table.json'}",
-               f"latency.lock_dir={out / 'locks'}"]
+               f"latency.lock_dir={out / 'locks'}", *overrides]
     subprocess.run(command, cwd=ROOT, check=True)
     seconds = time.perf_counter() - started
     record.write_text(json.dumps({"seconds": seconds}))
@@ -75,17 +114,19 @@ def records(run_dir: Path) -> list[Any]:
     return [r for r in load_records(run_dir / "trials.jsonl") if r.reward is not None]
 
 
-def passes(run_dir: Path, *, supernet: bool, proxy_epochs: int, scoring_images: int) -> float:
-    """Training-image passes of one search, counted as bench/supernet.py counts them."""
+def passes(run_dir: Path, *, supernet: bool, proxy_epochs: int, scoring_images: int,
+           train_images: int = DIGITS_TRAIN_IMAGES) -> float:
+    """Training-image passes of one search, counted as bench/supernet.py counts them (a few-shot split's
+    sub-supernets, under supernet/split/, count with the supernet)."""
     trials = records(run_dir)
     if not supernet:
-        return len(trials) * proxy_epochs * DIGITS_TRAIN_IMAGES
+        return len(trials) * proxy_epochs * train_images
     import torch
 
-    info = torch.load(run_dir / "supernet" / "supernet.pt", map_location="cpu", weights_only=True)
+    checkpoints = [run_dir / "supernet" / "supernet.pt", *sorted((run_dir / "supernet" / "split").glob("*/*/supernet.pt"))]
+    trained = sum(torch.load(path, map_location="cpu", weights_only=True)["images_seen"] for path in checkpoints)
     confirmed = sum(r.confirmed_reward is not None for r in trials)
-    return (info["images_seen"] + len(trials) * scoring_images / 3
-            + confirmed * proxy_epochs * DIGITS_TRAIN_IMAGES)
+    return trained + len(trials) * scoring_images / 3 + confirmed * proxy_epochs * train_images
 
 
 def winner(run_dir: Path, *, confirmed: bool) -> Any:
@@ -96,14 +137,47 @@ def winner(run_dir: Path, *, confirmed: bool) -> Any:
     return max(trials, key=lambda r: r.reward)
 
 
+def reevaluate_fashion(models: list[tuple[str, str, Any]], out: Path, seeds: int) -> list[dict[str, Any]]:
+    """bench/pareto.py's `evaluate` on the ground-truth table's recipe: accuracy over `seeds` (the table's rows
+    reused, others trained and cached) and the measured median latency at the table's resolution."""
+    from functools import cache
+
+    from bench.ground_truth import recipe
+    from bench.matched_latency import search_device, trained_accuracies
+    from evaluators.fashion_mnist import FashionMnistDataModule
+    from evaluators.latency import LatencyEvaluator
+    from search_spaces.builder import build_model
+
+    settings = recipe()
+    out.mkdir(parents=True, exist_ok=True)
+    datamodule = cache(lambda: FashionMnistDataModule(**settings["data"]))
+    latency = LatencyEvaluator(search_device(runs=300), cache_path=out / "latency.sqlite", lock_dir=out / "locks")
+    shape = (1, 3, settings["data"]["resolution"], settings["data"]["resolution"])
+    rows = []
+    for group, name, arch in models:
+        accuracies = trained_accuracies(arch, settings, seeds, out / "rows.jsonl", datamodule)
+        measured = latency.measure(build_model(arch, num_classes=10).eval(), arch.key, shape)
+        rows.append({"group": group, "name": name, "accuracy": statistics.fmean(accuracies),
+                     "spread": max(accuracies) - min(accuracies), "latency_ms": measured.median_ms})
+        print(f"  {name:28s} accuracy {rows[-1]['accuracy']:.4f} (seeds {', '.join(f'{a:.3f}' for a in accuracies)})"
+              f"  latency {measured.median_ms:.3f} ms", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=("digits", "fashion_mnist"), default="digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=100, help="trials of the multi-trial search")
     parser.add_argument("--samples", type=int, default=1000, help="samples of the supernet search")
     parser.add_argument("--confirm", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_supernet_search")
+    parser.add_argument("--supernet", nargs="*", default=[], metavar="supernet.KEY=VALUE",
+                        help="overrides of the supernet search's supernet.* settings")
+    parser.add_argument("--out", type=Path, default=None, help="default: outputs/bench_supernet_search[_<data>]")
     args = parser.parse_args()
+    if any(not o.startswith("supernet.") or "=" not in o for o in args.supernet):
+        parser.error("--supernet takes supernet.KEY=VALUE overrides, e.g. supernet.epochs=8")
+    args.out = args.out or ROOT / "outputs" / ("bench_supernet_search" + ("" if args.data == "digits" else f"_{args.data}"))
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -116,32 +190,32 @@ def main() -> None:
 
     reward_cfg = OmegaConf.load(ROOT / "conf" / "reward" / "soft.yaml")
     reward = MnasReward(target_ms=reward_cfg.target_ms, alpha=reward_cfg.alpha, beta=reward_cfg.beta)
-    proxy_epochs = OmegaConf.load(ROOT / "conf" / "train" / "default.yaml").epochs
-    supernet_cfg = OmegaConf.load(ROOT / "conf" / "evaluator" / "supernet.yaml").supernet
-    scoring_images = supernet_cfg.calibration_batches * 64 + (1797 - DIGITS_TRAIN_IMAGES)
+    data = ground(args.data, args.supernet)
+    reevaluate = reevaluate_fashion if args.data == "fashion_mnist" else evaluate
 
-    print(f"layer table of the local device: built in {build_table(args.out):.0f} s (one-time, per device)")
+    print(f"layer table of the local device: built in {build_table(args.out, data.overrides):.0f} s "
+          "(one-time, per device)")
     runs_path = args.out / "runs.jsonl"
     rows = []
     for seed in args.seeds:
         multi = run_search(f"multi-s{seed}", args.out, [
-            "strategy=ppo_rnn_short", f"search.max_trials={args.trials}", f"seed={seed}"], runs_path)
+            *data.overrides, "strategy=ppo_rnn_short", f"search.max_trials={args.trials}", f"seed={seed}"], runs_path)
         shared = run_search(f"supernet-s{seed}", args.out, [
-            "evaluator=supernet", "strategy=ppo_rnn_short", f"search.max_trials={args.samples}",
+            *data.overrides, "evaluator=supernet", "strategy=ppo_rnn_short", f"search.max_trials={args.samples}",
             f"search.confirm_top_k={args.confirm}", f"seed={seed}", "latency.mode=predict",
-            f"latency.table={args.out / 'table.json'}", f"supernet.dir={args.out / f'supernet-s{seed}' / 'supernet'}"],
-            runs_path)
+            f"latency.table={args.out / 'table.json'}", f"supernet.dir={args.out / f'supernet-s{seed}' / 'supernet'}",
+            *args.supernet], runs_path)
         best_multi = winner(args.out / f"multi-s{seed}", confirmed=False)
         best_shared = winner(args.out / f"supernet-s{seed}", confirmed=True)
-        evaluated = evaluate([("multi", f"multi s{seed} trial {best_multi.trial}", ArchSpec.from_dict(best_multi.arch)),
-                              ("supernet", f"supernet s{seed} trial {best_shared.trial}",
-                               ArchSpec.from_dict(best_shared.arch))], args.out / "reevaluated", 2)
+        evaluated = reevaluate([("multi", f"multi s{seed} trial {best_multi.trial}", ArchSpec.from_dict(best_multi.arch)),
+                                ("supernet", f"supernet s{seed} trial {best_shared.trial}",
+                                 ArchSpec.from_dict(best_shared.arch))], args.out / "reevaluated", 2)
         again = {r["group"]: r for r in evaluated}
+        counts = {"proxy_epochs": data.proxy_epochs, "scoring_images": data.scoring_images,
+                  "train_images": data.train_images}
         row = {"seed": seed, "multi_seconds": multi["seconds"], "supernet_seconds": shared["seconds"],
-               "multi_passes": passes(args.out / f"multi-s{seed}", supernet=False, proxy_epochs=proxy_epochs,
-                                      scoring_images=scoring_images),
-               "supernet_passes": passes(args.out / f"supernet-s{seed}", supernet=True, proxy_epochs=proxy_epochs,
-                                         scoring_images=scoring_images),
+               "multi_passes": passes(args.out / f"multi-s{seed}", supernet=False, **counts),
+               "supernet_passes": passes(args.out / f"supernet-s{seed}", supernet=True, **counts),
                "multi_best": best_multi.reward, "supernet_best_confirmed": best_shared.confirmed_reward}
         for group, result in again.items():
             row[f"{group}_again"] = reward(result["accuracy"], result["latency_ms"])

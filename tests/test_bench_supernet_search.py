@@ -27,3 +27,30 @@ def test_each_search_is_charged_its_trainings_and_the_supernet_search_its_winner
         1000 + 3 * 300 / 3 + 2 * 4 * DIGITS_TRAIN_IMAGES)
     assert winner(tmp_path / "multi", confirmed=False).trial == 2
     assert winner(tmp_path / "shared", confirmed=True).trial == 2  # not trial 3, whose score the supernet gave
+
+
+def test_a_split_supernet_search_is_charged_its_sub_supernets_too(tmp_path):
+    write_trials(tmp_path / "shared", [{"trial": 1, "reward": 0.6, "confirmed_reward": 0.7}])
+    for folder, seen in (("supernet", 1000), ("supernet/split/e2/block1.conv_op=0", 200),
+                         ("supernet/split/e2/block1.conv_op=1", 300)):
+        (tmp_path / "shared" / folder).mkdir(parents=True)
+        torch.save({"images_seen": seen}, tmp_path / "shared" / folder / "supernet.pt")
+    assert passes(tmp_path / "shared", supernet=True, proxy_epochs=3, scoring_images=30, train_images=100) == (
+        1000 + 200 + 300 + 1 * 30 / 3 + 1 * 3 * 100)
+
+
+def test_fashion_ground_counts_the_table_recipe_and_the_validation_batches_a_score_reads():
+    from omegaconf import OmegaConf
+
+    from bench.ground_truth import ROOT, recipe
+    from bench.supernet_search import FASHION_VAL_IMAGES, ground
+
+    settings = recipe()
+    fashion = ground("fashion_mnist", [])
+    assert fashion.overrides == ("+experiment=fashion",) and fashion.resolution == 28
+    assert (fashion.train_images, fashion.proxy_epochs) == (settings["data"]["train_subset"], settings["train"]["epochs"])
+    calibration = OmegaConf.load(ROOT / "conf" / "evaluator" / "supernet.yaml").supernet.calibration_batches
+    assert fashion.scoring_images == calibration * 64 + FASHION_VAL_IMAGES  # val_batches null: every test image
+    fewer = ground("fashion_mnist", ["supernet.val_batches=10", "supernet.calibration_batches=2"])
+    assert fewer.scoring_images == 2 * 64 + 10 * 64
+    assert ground("digits", []).overrides == () and ground("digits", []).train_images == DIGITS_TRAIN_IMAGES

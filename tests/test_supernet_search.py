@@ -66,6 +66,30 @@ def test_supernet_search_with_ppo_rnn_from_a_checkpoint(tmp_path, checkpoint):
     assert not (tmp_path / "outputs" / "supernets").exists()  # loaded, not trained
 
 
+@pytest.mark.slow
+def test_four_trial_supernet_search_on_a_fashion_mnist_subset_with_the_default_settings(tmp_path):
+    from omegaconf import OmegaConf
+
+    from bench.supernet import paths_per_step
+
+    defaults = OmegaConf.load(ROOT / "conf" / "evaluator" / "supernet.yaml").supernet
+    result = run_cli(tmp_path, "+experiment=fashion", "data.train_subset=200", *FAST_SUPERNET, "strategy=ppo_rnn_short",
+                     f"supernet.dir={tmp_path / 'sn'}", "search.confirm_top_k=1", "train.epochs=1",
+                     "train.limit_train_batches=2", "train.limit_val_batches=2", env=ENV, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = read_trials(tmp_path)
+    assert len(trials) == 4 and all(t["status"] == "succeeded" and t["evaluator"] == "supernet" for t in trials)
+    assert sum(t["confirmed_reward"] is not None for t in trials) == 1
+    resolved = OmegaConf.load(tmp_path / "run" / "config.resolved.yaml")
+    assert "FashionMnistDataModule" in resolved.data._target_ and resolved.data.resolution == 28
+    assert (resolved.supernet.distill, resolved.supernet.split) == (defaults.distill, defaults.split)
+    trained = torch.load(tmp_path / "sn" / "supernet.pt", map_location="cpu", weights_only=True)
+    # 2 batches of 64, each through as many paths as the default sampling and distillation run a step
+    assert trained["images_seen"] == 2 * 64 * paths_per_step(defaults.sampling, defaults.distill)
+    if defaults.split:  # every sub-supernet of the default split was trained beside the supernet
+        assert len(list((tmp_path / "sn" / "split").glob("*/*/supernet.pt"))) >= 2
+
+
 def test_the_untrained_warning_is_given_near_a_uniform_guess_loss_only():
     from evaluators.supernet import untrained_warning
 
