@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ground_truth import recipe, recipe_hash, space_config
-from bench.supernet import append, cached, setting_dir, short_training_peer, supernet_defaults
+from bench.supernet import agreement, append, cached, setting_dir, short_training_peer, supernet_defaults
 
 SAMPLED = ("random", "latency_spread")
 
@@ -204,13 +204,17 @@ def run(args: Any) -> None:
         print(f"  {row['setting']:48s} {row['score']:10s} {row['tau']:6.3f} {row['tau_head']:6.3f} "
               f"{row['top_overlap']:4d}/{args.top} {row['train_seconds']:8.0f} {row['images_seen']:9d} "
               f"{row['seconds_per_score']:8.2f}")
+    others = agreement(archs, scores, root, scores_path)
+    if others:  # low agreement: the supernets' error is noise, and averaging them helps; high: it is bias
+        print("  this supernet's accuracy scores against every other cached one (tau): "
+              + ", ".join(f"{name} {tau:.3f}" for name, tau in others.items()))
     print_cost(args, config, datamodule, train)
 
 
 def print_cost(args: Any, config: Any, datamodule: Any, train: dict[str, Any]) -> None:
     """Training-image passes of a supernet search with this setting against a multi-trial one (bench/supernet.py's
-    formula), on this data and for the ImageNet preset (30 supernet epochs, 2,000 samples, 5 confirmed)."""
-    from bench.supernet import image_passes, paths_per_step
+    formula), on this data and for the ImageNet preset as configured."""
+    from bench.supernet import image_passes, imagenet_preset_passes, paths_per_step
     from evaluators.supernet_split import split_values
 
     paths = paths_per_step(args.sampling, args.distill)
@@ -219,8 +223,7 @@ def print_cost(args: Any, config: Any, datamodule: Any, train: dict[str, Any]) -
     scoring = args.calibration_batches * datamodule.batch_size + len(datamodule.val_dataset)
     here = image_passes(images, proxy_epochs=train["epochs"], trials=100, supernet_epochs=args.supernet_epochs + extra,
                         paths_per_step=paths, samples=1000, scoring_images=scoring, confirm=5)
-    imagenet = image_passes(1_231_167, proxy_epochs=5, trials=8000, supernet_epochs=30 + extra, paths_per_step=paths,
-                            samples=2000, scoring_images=5 * 256 + 40 * 256, confirm=5)
+    imagenet = imagenet_preset_passes(paths, extra)
     print(f"\ncost in training-image passes ({paths} path(s) a step, {args.supernet_epochs} + {extra} epochs): this "
           f"data, 100 trials x {train['epochs']} epochs {here['multi_trial']:.3g} against a supernet search of 1,000 "
           f"samples {here['supernet_search']:.3g} ({here['ratio']:.1f}x fewer); ImageNet preset, 8,000 x 5 epochs "

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.supernet import ROOT, append, cached, image_passes
+from bench.supernet import ROOT, append, cached, imagenet_preset_passes
 
 DIGITS_TRAIN_IMAGES = 1347  # DigitsDataModule's training split (1,797 x 0.75)
 DIGITS_VAL_IMAGES = 450
@@ -237,8 +237,7 @@ def main() -> None:
           f"({mean['multi_seconds'] / mean['supernet_seconds']:.1f}x); re-trained winners' reward "
           f"{mean['multi_again']:.4f} vs {mean['supernet_again']:.4f} (difference {mean['supernet_again'] - mean['multi_again']:+.4f}"
           f", mean seed spread {statistics.fmean([mean['multi_again_spread'], mean['supernet_again_spread']]):.4f})")
-    imagenet = image_passes(1_231_167, proxy_epochs=5, trials=8000, supernet_epochs=30, paths_per_step=1,
-                            samples=8000, scoring_images=5 * 128 + 50_000, confirm=5)
+    imagenet = imagenet_preset_passes(1)
     print(f"imagenet preset, same formula: 8,000 x 5 proxy epochs {imagenet['multi_trial']:.3g} image passes vs "
           f"supernet search {imagenet['supernet_search']:.3g}: {imagenet['ratio']:.0f}x fewer (goal 100x)")
 

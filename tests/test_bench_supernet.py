@@ -47,3 +47,20 @@ def test_a_finetuned_score_trains_a_copy_and_leaves_the_supernet_as_it_was():
     assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())
     trained = supernet.extract(arch)
     assert trained.training is False  # the supernet was not switched to training either
+
+
+def test_the_imagenet_cost_follows_the_preset_as_configured():
+    from omegaconf import OmegaConf
+
+    from bench.supernet import IMAGENET_TRAIN_IMAGES, ROOT, imagenet_preset_passes
+
+    preset = OmegaConf.load(ROOT / "conf" / "experiment" / "mnas_imagenet_supernet.yaml")
+    one = imagenet_preset_passes(1)
+    scoring = (preset.supernet.calibration_batches + preset.supernet.val_batches) * 256  # conf/data/imagenet.yaml
+    expected = ((preset.supernet.epochs + preset.search.confirm_top_k * 5) * IMAGENET_TRAIN_IMAGES
+                + preset.search.max_trials * scoring / 3)
+    assert one["supernet_search"] == pytest.approx(expected) and one["multi_trial"] == 8000 * 5 * IMAGENET_TRAIN_IMAGES
+    # a distilled step runs two paths; a few-shot split adds its sub-supernets' epochs
+    assert imagenet_preset_passes(2)["supernet_search"] == pytest.approx(expected + preset.supernet.epochs
+                                                                         * IMAGENET_TRAIN_IMAGES)
+    assert imagenet_preset_passes(1, 8)["supernet_search"] == pytest.approx(expected + 8 * IMAGENET_TRAIN_IMAGES)
