@@ -3,8 +3,8 @@
 The truth is `bench/results/ground_truth/fashion_mnist.csv` (bench/ground_truth.py), read, never retrained: each
 architecture's accuracy averaged over its seeds. Judged are the table's sampled architectures (families `random`
 and `latency_spread`: the ones a search of the space can produce). Every score is computed in the same run, on
-the table's recipe (`+experiment=fashion`): the supernet (inherited weights, BN recalibrated, validation accuracy,
-as `evaluator=supernet` scores a trial); the short stand-alone training (`--peer-steps` batches from scratch);
+the table's recipe (`+experiment=fashion`): the supernet (inherited weights, BN recalibrated, then validation
+accuracy and likelihood, exp(-loss): `evaluator=supernet`'s two `supernet.score`s); the short stand-alone training (`--peer-steps` batches from scratch);
 and the training-free scores: parameters, multiply-adds (both from the table) and NASWOT (bench/_objective.py)
 on 16 Fashion-MNIST training images. Printed per score: Kendall tau over all, and how many of its top 10 are in
 the table's top 10. Cached under --out like the digits bench.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -89,7 +90,7 @@ def settings_table(root: Path, archs: list[Any], truth_acc: list[float], top: in
         if not all(a.key in scores and "loss" in scores[a.key] for a in archs):
             continue
         info = json.loads(setting.read_text())
-        for name, key, sign in (("accuracy", "accuracy", 1), ("-val loss", "loss", -1)):
+        for name, key, sign in (("accuracy", "accuracy", 1), ("likelihood", "loss", -1)):
             figures = fidelity([sign * scores[a.key][key] for a in archs], truth_acc, top)
             rows.append({"setting": setting.parent.name, "score": name, **figures, **info,
                          "seconds_per_score": statistics.fmean(scores[a.key]["seconds"] for a in archs)})
@@ -167,7 +168,7 @@ def run(args: Any) -> None:
     score_seconds = statistics.fmean(scores[a.key]["seconds"] for a in archs)
     rows: dict[str, tuple[list[float], float]] = {
         "supernet (BN recalibrated): accuracy": ([scores[a.key]["accuracy"] for a in archs], score_seconds),
-        "supernet (BN recalibrated): -val loss": ([-scores[a.key]["loss"] for a in archs], score_seconds),
+        "supernet (BN recalibrated): likelihood": ([-scores[a.key]["loss"] for a in archs], score_seconds),
     }
     if args.scores_csv:
         write_scores(args.scores_csv, archs, scores)
@@ -231,10 +232,11 @@ def print_cost(args: Any, config: Any, datamodule: Any, train: dict[str, Any]) -
 
 
 def write_scores(path: Path, archs: list[Any], scores: dict[str, Any]) -> None:
-    """`arch,supernet_score` per architecture (the table's key; the score is `evaluator=supernet`'s accuracy)."""
+    """`arch,supernet_score` per architecture: the table's key and the score `evaluator=supernet` gives a trial by
+    default (`supernet.score=likelihood`: exp(-validation loss))."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["arch", "supernet_score"])
-        writer.writerows((a.key, f"{scores[a.key]['accuracy']:.4f}") for a in archs)
+        writer.writerows((a.key, f"{math.exp(-scores[a.key]['loss']):.4f}") for a in archs)
     print(f"scores written to {path}")

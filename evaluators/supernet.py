@@ -1,7 +1,7 @@
 """`evaluator=supernet`: every trial scored by one weight-sharing supernet, trained (or loaded) once per process.
 
-A trial's accuracy is its path's validation accuracy with the inherited weights, after the path's BN statistics
-are recalibrated on a few training batches; its latency is measured on the device like a proxy trial (cached by
+A trial's accuracy is its path's validation score with the inherited weights, after the path's BN statistics
+are recalibrated on a few training batches (`supernet.score`: accuracy, or likelihood, exp(-validation loss)); its latency is measured on the device like a proxy trial (cached by
 architecture). Settings are the `supernet.*` group (conf/evaluator/supernet.yaml). A trained supernet lives in
 `supernet.dir` (by default `outputs/supernets/<hash of space, data and training settings>`), so a second search
 with the same settings reuses it and a killed training resumes there.
@@ -27,7 +27,7 @@ from mnas_core.errors import ConfigError
 log = logging.getLogger(__name__)
 UNTRAINED_LOSS_FRACTION = 0.9  # of ln(classes): a training loss above it has learned next to nothing
 # `supernet.*` keys that are not arguments of train_supernet.
-SCORING_KEYS = ("checkpoint", "dir", "calibration_batches", "val_batches", "score_device")
+SCORING_KEYS = ("checkpoint", "dir", "calibration_batches", "val_batches", "score_device", "score")
 SPLIT_KEYS = ("split", "split_epochs")  # few-shot sub-supernets, trained from the one-shot one in its folder
 
 
@@ -53,8 +53,12 @@ class SupernetEvaluator(TrialEvaluator):
         self.settings = _plain(settings)
         self.calibration_batches = int(self.settings.get("calibration_batches", 5))
         self.val_batches = self.settings.get("val_batches")
+        self.score = self.settings.get("score", "accuracy")
         if self.calibration_batches < 1:
             raise ConfigError(f"supernet.calibration_batches must be >= 1, got {self.calibration_batches}")
+        from evaluators.supernet_train import check_score
+
+        check_score(self.score)
         self._supernet, self._base, self._checked = None, None, False
         from evaluators.supernet_split import check_split
 
@@ -144,7 +148,7 @@ class SupernetEvaluator(TrialEvaluator):
         started = time.perf_counter()
         _, accuracy = score_path(supernet, model.arch, self.parts.datamodule,
                                  calibration_batches=self.calibration_batches, val_batches=self.val_batches,
-                                 device=self.settings.get("score_device", "cpu"))
+                                 device=self.settings.get("score_device", "cpu"), score=self.score)
         score_seconds = time.perf_counter() - started
         started = time.perf_counter()
         measured = measure_with_retries(self.parts, model, arch_key)

@@ -82,12 +82,39 @@ def test_four_trial_supernet_search_on_a_fashion_mnist_subset_with_the_default_s
     assert sum(t["confirmed_reward"] is not None for t in trials) == 1
     resolved = OmegaConf.load(tmp_path / "run" / "config.resolved.yaml")
     assert "FashionMnistDataModule" in resolved.data._target_ and resolved.data.resolution == 28
-    assert (resolved.supernet.distill, resolved.supernet.split) == (defaults.distill, defaults.split)
+    assert (resolved.supernet.distill, resolved.supernet.split, resolved.supernet.score) == (
+        defaults.distill, defaults.split, defaults.score)
     trained = torch.load(tmp_path / "sn" / "supernet.pt", map_location="cpu", weights_only=True)
     # 2 batches of 64, each through as many paths as the default sampling and distillation run a step
     assert trained["images_seen"] == 2 * 64 * paths_per_step(defaults.sampling, defaults.distill)
     if defaults.split:  # every sub-supernet of the default split was trained beside the supernet
         assert len(list((tmp_path / "sn" / "split").glob("*/*/supernet.pt"))) >= 2
+
+
+def test_a_path_scored_by_likelihood_gets_exp_of_minus_its_mean_validation_loss(checkpoint):
+    import math
+    import random
+
+    import torch.nn.functional as F
+
+    from evaluators.data import DigitsDataModule
+    from evaluators.supernet_train import score_path
+    from mnas_core.errors import ConfigError
+    from search_spaces.supernet import Supernet
+
+    supernet, data = Supernet.load(checkpoint, tiny_config()).eval(), DigitsDataModule(resolution=16)
+    arch = supernet.sample(random.Random(0))
+    model, likelihood = score_path(supernet, arch, data, calibration_batches=1, val_batches=2, score="likelihood")
+    _, accuracy = score_path(supernet, arch, data, calibration_batches=1, val_batches=2)
+    batches = [batch for _, batch in zip(range(2), data.val_dataloader())]
+    images, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    with torch.no_grad():
+        loss = float(F.cross_entropy(model.eval()(images), labels))
+    assert likelihood == pytest.approx(math.exp(-loss), rel=1e-5)
+    assert accuracy == pytest.approx(float((model(images).argmax(1) == labels).float().mean()))
+    assert likelihood != pytest.approx(accuracy)
+    with pytest.raises(ConfigError, match="supernet.score must be one of"):
+        score_path(supernet, arch, data, calibration_batches=1, score="best")
 
 
 def test_the_untrained_warning_is_given_near_a_uniform_guess_loss_only():
@@ -116,7 +143,8 @@ def test_a_bad_supernet_checkpoint_is_one_line_before_any_trial(tmp_path):
 def test_bad_supernet_training_settings_are_one_line_before_any_trial(tmp_path):
     cases = {"supernet.warmup=2": "supernet.warmup must be a fraction", "supernet.sampling=greedy": "supernet.sampling",
              "supernet.epochs=0": "supernet.epochs must be a positive integer",
-             "supernet.distill=maybe": "supernet.distill must be true or false"}
+             "supernet.distill=maybe": "supernet.distill must be true or false",
+             "supernet.score=best": "supernet.score must be one of accuracy, likelihood"}
     for setting, words in cases.items():
         result = run_cli(tmp_path, *TINY, *FAST_SUPERNET, setting, env=ENV, timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
