@@ -69,19 +69,6 @@ def fidelity(score: list[float], truth: list[float], top: int, head: int = 20) -
             "top_overlap": len(set(best(score, top)) & set(best(truth, top)))}
 
 
-def validation_loss(model: Any, datamodule: Any) -> float:
-    """Mean cross-entropy of `model` (eval mode) on the validation images: a finer score than accuracy."""
-    import torch
-    import torch.nn.functional as F
-
-    total = count = 0.0
-    with torch.no_grad():
-        for images, labels in datamodule.val_dataloader():
-            total += float(F.cross_entropy(model(images), labels, reduction="sum"))
-            count += labels.numel()
-    return total / count
-
-
 def settings_table(root: Path, archs: list[Any], truth_acc: list[float], top: int) -> list[dict[str, Any]]:
     """Every supernet setting cached under `root` whose scores cover `archs`: its figures and costs."""
     rows = []
@@ -116,7 +103,7 @@ def naswot_scores(archs: list[Any], datamodule: Any, resolution: int) -> list[fl
 def run(args: Any) -> None:
     from evaluators.fashion_mnist import FashionMnistDataModule
     from evaluators.supernet_split import train_split
-    from evaluators.supernet_train import score_path, train_supernet
+    from evaluators.supernet_train import inherited_path, train_supernet, validation_metrics
 
     settings = recipe()
     config = space_config(settings["data"]["resolution"])
@@ -160,9 +147,9 @@ def run(args: Any) -> None:
     for arch in archs:
         if "loss" not in scores.get(arch.key, {}):
             t0 = time.perf_counter()
-            model, accuracy = score_path(supernet, arch, datamodule, calibration_batches=args.calibration_batches)
-            scores[arch.key] = {"id": arch.key, "accuracy": accuracy, "loss": validation_loss(model, datamodule),
-                                "seconds": time.perf_counter() - t0}
+            model = inherited_path(supernet, arch, datamodule, calibration_batches=args.calibration_batches)
+            metrics = validation_metrics(model, datamodule.val_dataloader())  # accuracy and loss in one pass
+            scores[arch.key] = {"id": arch.key, **metrics, "seconds": time.perf_counter() - t0}
             append(scores_path, scores[arch.key])
     truth_acc = [truth[a.key]["accuracy"] for a in archs]
     score_seconds = statistics.fmean(scores[a.key]["seconds"] for a in archs)

@@ -51,7 +51,6 @@ class Ground:
     train_images: int
     proxy_epochs: int
     scoring_images: int  # images one supernet score passes: BN recalibration + validation
-    resolution: int
 
 
 def ground(data: str, supernet_overrides: list[str]) -> Ground:
@@ -65,13 +64,13 @@ def ground(data: str, supernet_overrides: list[str]) -> Ground:
         settings = recipe()
         batch, val = settings["data"]["batch_size"], FASHION_VAL_IMAGES
         overrides, train_images = ("+experiment=fashion",), settings["data"]["train_subset"]
-        epochs, resolution = settings["train"]["epochs"], settings["data"]["resolution"]
+        epochs = settings["train"]["epochs"]
     else:
         batch, val, overrides, train_images = 64, DIGITS_VAL_IMAGES, (), DIGITS_TRAIN_IMAGES
-        epochs, resolution = OmegaConf.load(ROOT / "conf" / "train" / "default.yaml").epochs, 32
+        epochs = OmegaConf.load(ROOT / "conf" / "train" / "default.yaml").epochs
     scoring = supernet.calibration_batches * batch + (min(val, supernet.val_batches * batch)
                                                       if supernet.val_batches else val)
-    return Ground(overrides, train_images, epochs, scoring, resolution)
+    return Ground(overrides, train_images, epochs, scoring)
 
 
 def run_search(name: str, out: Path, overrides: list[str], runs_path: Path) -> dict[str, Any]:

@@ -264,18 +264,26 @@ def validation_metrics(model: nn.Module, loader: Any, batches: int | None = None
     return {"accuracy": correct / total, "loss": loss / total}
 
 
-def score_path(supernet: Supernet, arch: ArchSpec, datamodule: Any, *, calibration_batches: int = 10,
-               val_batches: int | None = None, device: str = "cpu", score: str = "accuracy") -> tuple[nn.Module, float]:
-    """The stand-alone model of `arch` with inherited weights and recalibrated BN, and its score on the validation
-    images (computed on `device`; the model comes back on the CPU, ready to export): `accuracy`, or `likelihood`,
-    exp(-mean cross-entropy), the geometric mean of the probabilities the path gives the true classes, a finer
-    score than accuracy for paths that inherited weights leave far below their stand-alone accuracy."""
-    check_score(score)
+def inherited_path(supernet: Supernet, arch: ArchSpec, datamodule: Any, *, calibration_batches: int = 10,
+                   device: str = "cpu") -> nn.Module:
+    """The stand-alone model of `arch` with inherited weights and BN recalibrated on `calibration_batches` training
+    batches (the same images for every path), on `device`."""
     model = supernet.extract(arch).to(device)
     generator = torch.Generator().manual_seed(0)  # the same calibration images for every path
     loader = torch.utils.data.DataLoader(datamodule.train_dataloader().dataset, batch_size=datamodule.batch_size,
                                          shuffle=True, generator=generator, num_workers=datamodule.num_workers,
                                          collate_fn=datamodule.train_dataloader().collate_fn)
     recalibrate_bn(model, loader, calibration_batches, device)
+    return model
+
+
+def score_path(supernet: Supernet, arch: ArchSpec, datamodule: Any, *, calibration_batches: int = 10,
+               val_batches: int | None = None, device: str = "cpu", score: str = "accuracy") -> tuple[nn.Module, float]:
+    """`inherited_path`'s model and its score on the validation images (computed on `device`; the model comes back
+    on the CPU, ready to export): `accuracy`, or `likelihood`, exp(-mean cross-entropy), the geometric mean of the
+    probabilities the path gives the true classes, a finer score than accuracy for paths that inherited weights
+    leave far below their stand-alone accuracy."""
+    check_score(score)
+    model = inherited_path(supernet, arch, datamodule, calibration_batches=calibration_batches, device=device)
     metrics = validation_metrics(model, datamodule.val_dataloader(), val_batches, device)
     return model.cpu(), metrics["accuracy"] if score == "accuracy" else math.exp(-metrics["loss"])

@@ -47,7 +47,7 @@ def test_fashion_ground_counts_the_table_recipe_and_the_validation_batches_a_sco
 
     settings = recipe()
     fashion = ground("fashion_mnist", [])
-    assert fashion.overrides == ("+experiment=fashion",) and fashion.resolution == 28
+    assert fashion.overrides == ("+experiment=fashion",)
     assert (fashion.train_images, fashion.proxy_epochs) == (settings["data"]["train_subset"], settings["train"]["epochs"])
     calibration = OmegaConf.load(ROOT / "conf" / "evaluator" / "supernet.yaml").supernet.calibration_batches
     assert fashion.scoring_images == calibration * 64 + FASHION_VAL_IMAGES  # val_batches null: every test image
