@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="measurements per layer/model (the lowest median kept)")
     p.add_argument("--ssh", action="store_true", help="measure through device=ssh against a real local sshd")
     p.add_argument("--table-dir", default="~/.cache/mnas-nni/bench/latency-tables")
+    p.add_argument("--export-workers", type=int, default=None,
+                   help="processes exporting model files before they are measured (default: every usable core "
+                        "for ExecuTorch, 1 for ONNX Runtime); run unpinned, device.cores pins the measurement")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args([a for a in argv if a not in overrides])
 
@@ -87,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             s = setup(compose(composed))
             print(f"device {s.device.name} ({s.device.runtime_id()}); space {len(s.space.skeleton)} blocks, width "
                   f"{s.space.width_mult}, {s.space.resolution} px, {s.space.num_classes} classes; table {s.table_path}")
-            built = build(s, args.models, progress=sys.stderr.isatty(), repeats=args.repeats)
+            built = build(s, args.models, progress=sys.stderr.isatty(), repeats=args.repeats,
+                          export_workers=args.export_workers)
             table = LatencyTable.load(s.table_path)
             build_seconds = sum(v.get("seconds", 0.0) for v in table.spaces.values())
-            result = evaluate(s, args.archs)
+            result = evaluate(s, args.archs, export_workers=args.export_workers)
         except MnasNniError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,22 +80,24 @@ def setup(cfg: DictConfig) -> Setup:
     return Setup(device, space, evaluator, path, int(resolved.get("seed", 0)))
 
 
-def build(s: Setup, models: int, progress: bool = True, repeats: int = 5) -> dict[str, Any]:
+def build(s: Setup, models: int, progress: bool = True, repeats: int = 5,
+          export_workers: int | None = None) -> dict[str, Any]:
     from evaluators.latency import build_table
 
     report = build_table(s.device, s.space, s.table_path, s.evaluator, calibration_models=models, seed=s.seed,
-                         progress=progress, repeats=repeats)
+                         progress=progress, repeats=repeats, export_workers=export_workers)
     print(report.line())
     return {"layers": report.layers, "layers_measured": report.layers_measured,
             "models_measured": report.models_measured, "seconds": report.seconds, "device_calls": report.device_calls}
 
 
-def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
+def evaluate(s: Setup, n: int, seed: int = 1, export_workers: int | None = None) -> dict[str, Any]:
     """N random architectures not calibrated on, measured on the device: errors of the calibrated prediction
-    and of the plain sum of layers."""
+    and of the plain sum of layers. Their model files are exported first (on `export_workers` processes) and
+    kept beside the table until the evaluation ends, so a killed one does not lower them again."""
     from evaluators.latency import LatencyPredictor, LatencyTable, error_summary
     from evaluators.latency.layers import random_arch
-    from evaluators.latency.predictor import Meter
+    from evaluators.latency.predictor import Meter, evaluation_exports_dir
 
     table = LatencyTable.load(s.table_path)
     table.check_matches(s.device.name, s.device.runtime_id(), s.space.resolution)
@@ -114,9 +116,11 @@ def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
     todo, passes, measured = list(archs.values()), table.repeats or 1, {}
     from rich.progress import Progress
 
-    with tempfile.TemporaryDirectory(prefix="mnas-evaluate-") as exports, \
-            Progress(transient=True, disable=not sys.stderr.isatty()) as bar:  # passes, as the table was built
-        meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1, export_dir=exports)
+    exports = evaluation_exports_dir(table.path)
+    meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1, export_dir=exports,
+                  export_workers=export_workers)
+    meter.prepare_models(todo, s.space.num_classes, s.space.resolution, progress=sys.stderr.isatty())
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:  # passes, as the table was built
         task = bar.add_task("measuring", total=len(todo) * passes)
         for _ in range(passes):
             for start in range(0, len(todo), 4):
@@ -124,6 +128,7 @@ def evaluate(s: Setup, n: int, seed: int = 1) -> dict[str, Any]:
                 for arch, ms in zip(batch, meter.models(batch, s.space.num_classes, s.space.resolution)):
                     measured[arch.key] = min(ms, measured.get(arch.key, ms))
                 bar.advance(task, len(batch))
+    shutil.rmtree(exports, ignore_errors=True)
     rows = []
     for arch in todo:
         terms = predictor.terms(arch)
@@ -174,19 +179,24 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--models", type=int, default=160, help="whole models measured for the calibration")
     p_build.add_argument("--repeats", type=int, default=5,
                          help="measurements per layer and model; the lowest median is kept")
+    workers_help = ("processes that export the model files before any is measured (default: every core this "
+                    "process may use for ExecuTorch, 1 for ONNX Runtime; pin the measurement with device.cores)")
+    p_build.add_argument("--export-workers", type=int, default=None, help=workers_help)
     p_eval = sub.add_parser("evaluate", help="measure N random architectures not used in calibration")
     p_eval.add_argument("n", type=int)
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
     p_eval.add_argument("--seed", type=int, default=1)
+    p_eval.add_argument("--export-workers", type=int, default=None, help=workers_help)
     sub.add_parser("show", help="what the table holds and how well its calibration fits")
     args = parser.parse_args([a for a in argv if a not in overrides])
     try:
         s = setup(compose(overrides))
         if args.command == "build":
-            build(s, args.models, progress=sys.stderr.isatty(), repeats=args.repeats)
+            build(s, args.models, progress=sys.stderr.isatty(), repeats=args.repeats,
+                  export_workers=args.export_workers)
         elif args.command == "evaluate":
             started = time.perf_counter()
-            result = evaluate(s, args.n, args.seed)
+            result = evaluate(s, args.n, args.seed, export_workers=args.export_workers)
             if args.json:
                 print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
             else:

@@ -130,6 +130,33 @@ def test_a_build_stopped_by_a_lost_device_resumes_where_it_stopped(tmp_path):
     assert report.exports == total - 9 + 3  # the killed build's files are measured, not exported again
 
 
+class CountingFiles(LocalDevice):
+    """The real local device, noting how many model files the build has kept at each measurement."""
+
+    def __init__(self, folder: Path, **kw):
+        super().__init__(**kw)
+        self.folder, self.seen = folder, []
+
+    def measure_many(self, items):
+        self.seen.append(len(list(self.folder.glob("*.onnx"))))
+        return super().measure_many(items)
+
+
+def test_export_workers_write_every_file_before_the_first_measurement_of_its_phase(tmp_path):
+    space, path = tiny_space(), tmp_path / "table.json"
+    layers = len(space_signatures(space, RESOLUTION, CLASSES))
+    device = CountingFiles(exports_dir(path), runs=3, warmup=1)
+    report = build_table(device, space, path, evaluator(device, tmp_path), calibration_models=3, progress=False,
+                         log=lambda _: None, layers_per_call=3, repeats=2, export_workers=2)
+    # every layer's file before the first layer is measured, every model's before the first model: no export
+    # runs beside a measurement (with one worker the first call would see 3 files, the next 6, ...)
+    assert sorted(set(device.seen)) == [layers, layers + 3] and device.seen[0] == layers
+    assert report.exports == layers + 3 and LatencyPredictor(LatencyTable.load(path), CLASSES)
+    with pytest.raises(ConfigError, match="export workers must be a positive integer, got 0"):
+        build_table(device, space, path, evaluator(device, tmp_path), export_workers=0, progress=False,
+                    log=lambda _: None)
+
+
 def test_a_foreign_or_damaged_table_is_refused_saying_what_differs(built, tmp_path):
     data = json.loads(built.read_text())
     device = local_device()

@@ -17,7 +17,6 @@ file, so `python -m mnas_nni.latency_table show` tells how far to trust it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -39,7 +38,7 @@ from search_spaces.space import SpaceConfig
 
 from .device import LatencyDevice
 from .evaluator import LatencyEvaluator
-from .export import MODEL_SUFFIX, export_for_runtime
+from .export import export_for_runtime
 from .layers import (
     arch_signatures,
     piece_kind,
@@ -51,6 +50,7 @@ from .layers import (
     space_signatures,
 )
 from .lock import DEFAULT_LOCK_DIR, device_lock
+from .prepare import ExportJob, default_workers, export_ahead, kept_file, kept_stem
 from .result import LatencyResult
 from .table import BUILD_HINT, LatencyTable, Terms, measure_layers, open_table
 
@@ -200,15 +200,21 @@ class Meter:
     With ``export_dir``, a model file is kept there under its key (a layer signature, an architecture key) and
     later passes measure that file instead of exporting again: lowering to ExecuTorch costs about 2 s a layer, five
     times the measurement, so a table built in passes would otherwise spend most of its time exporting.
+    `prepare_layers` / `prepare_models` write those files first on ``export_workers`` processes (default: every
+    usable core for ExecuTorch, one for ONNX Runtime), so that no export runs beside a measurement.
     """
 
     def __init__(self, device: LatencyDevice, lock_dir: str | Path = DEFAULT_LOCK_DIR,
-                 interval_log: str | Path | None = None, repeats: int = 3, export_dir: str | Path | None = None):
+                 interval_log: str | Path | None = None, repeats: int = 3, export_dir: str | Path | None = None,
+                 export_workers: int | None = None):
         if repeats < 1:
             raise ConfigError(f"repeats must be >= 1, got {repeats}")
+        if export_workers is not None and (not isinstance(export_workers, int) or export_workers < 1):
+            raise ConfigError(f"export workers must be a positive integer, got {export_workers!r}")
         self.device, self.lock_dir, self.interval_log, self.repeats = device, lock_dir, interval_log, int(repeats)
         self.workdir = Path(tempfile.gettempdir()) / "mnas-nni-table"
         self.export_dir = Path(export_dir) if export_dir is not None else None
+        self.export_workers = export_workers or default_workers(device.runtime)  # for `prepare_*` (prepare.py)
         self.calls = 0  # device round trips
         self.exports = 0  # model files written (the rest were reused from export_dir)
 
@@ -216,12 +222,35 @@ class Meter:
         if self.export_dir is None or key is None:  # a scratch file, deleted after the measurement
             self.exports += 1
             return export_for_runtime(self.device.runtime, module, shape, scratch)
-        stem = self.export_dir / hashlib.sha1(f"{key}|{shape}".encode()).hexdigest()[:20]
-        kept = stem.with_suffix(MODEL_SUFFIX[self.device.runtime])
+        kept = kept_file(self.export_dir, self.device.runtime, key, shape)
         if kept.is_file():  # export_for_runtime writes atomically: a file that is there is whole
             return kept
         self.exports += 1
-        return export_for_runtime(self.device.runtime, module, shape, stem)
+        return export_for_runtime(self.device.runtime, module, shape, kept_stem(self.export_dir, key, shape))
+
+    def _prepare(self, jobs: list[ExportJob], progress: bool) -> None:
+        if self.export_dir is None or self.export_workers <= 1 or len(jobs) < 2:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn(f"[bold]exporting ({self.export_workers} workers)"), BarColumn(),
+                      MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not progress) as bar:
+            task = bar.add_task("export", total=len(jobs))
+            self.exports += export_ahead(self.device.runtime, self.export_dir, jobs, self.export_workers,
+                                         on_done=lambda: bar.advance(task))
+
+    def prepare_layers(self, signatures: list[str], progress: bool = False) -> None:
+        """Export the layers' files ahead on `export_workers` processes (prepare.py), before any is measured."""
+        self._prepare([ExportJob(s, piece_of(s).input_shape, layer=s) for s in signatures], progress)
+
+    def prepare_models(self, archs: list[ArchSpec], num_classes: int, resolution: int, progress: bool = False) -> None:
+        shape = (1, 3, resolution, resolution)
+        self._prepare([ExportJob(self.model_key(a, num_classes), shape, arch=a, num_classes=num_classes)
+                       for a in archs], progress)
+
+    @staticmethod
+    def model_key(arch: ArchSpec, num_classes: int) -> str:
+        return f"{arch.key}|{num_classes}"
 
     def measure(self, modules: list[tuple[nn.Module, tuple[int, ...]]],
                 keys: list[str] | None = None) -> list[LatencyResult]:
@@ -252,7 +281,7 @@ class Meter:
 
     def models(self, archs: list[ArchSpec], num_classes: int, resolution: int) -> list[float]:
         shape = (1, 3, resolution, resolution)
-        keys = [f"{a.key}|{num_classes}" for a in archs]
+        keys = [self.model_key(a, num_classes) for a in archs]
         return [r.median_ms for r in self.measure([(build_model(a, num_classes), shape) for a in archs], keys)]
 
 
@@ -281,24 +310,28 @@ class BuildReport:
 def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, evaluator: LatencyEvaluator,
                 calibration_models: int = 160, seed: int = 0, progress: bool = True,
                 log: Callable[[str], None] = print, layers_per_call: int = LAYERS_PER_CALL,
-                repeats: int = 5) -> BuildReport:
+                repeats: int = 5, export_workers: int | None = None) -> BuildReport:
     """Measure every distinct layer of ``config`` at its resolution once, then calibrate on whole models.
 
     ``evaluator`` gives the lock directory and interval log. Layers and whole models are measured alike (see
-    `Meter`), in ``repeats`` passes over all of them, each keeping its lowest median. Killed or failed half way, the table keeps what it has; call again to
-    continue.
+    `Meter`), in ``repeats`` passes over all of them, each keeping its lowest median; their files are exported
+    first, on ``export_workers`` processes (`Meter`). Killed or failed half way, the table keeps what it has (and
+    the files exported so far); call again to continue.
     """
     started = time.perf_counter()
     resolution, num_classes = config.resolution, config.num_classes
     table = open_table(path, device.name, device.runtime_id(), resolution, device.describe())
     table.repeats = table.repeats or repeats
     exports = exports_dir(table.path)  # kept while the build runs (a killed one reuses them), removed at the end
-    meter = Meter(device, evaluator.lock_dir, evaluator.interval_log, repeats=1, export_dir=exports)  # passes
+    meter = Meter(device, evaluator.lock_dir, evaluator.interval_log, repeats=1, export_dir=exports,
+                  export_workers=export_workers)  # passes
     signatures = space_signatures(config, resolution, num_classes)
     todo = sum(1 for s in signatures if s not in table.layers)
     log(f"{device.name} ({table.runtime}), {resolution} px: {len(signatures)} distinct layers, {todo} to measure; "
         f"table {table.path}")
     try:
+        meter.prepare_layers([s for s in signatures if table.passes.get(s, 1 if s in table.layers else 0)
+                              < table.repeats], progress)
         measured = measure_layers(table, signatures, meter.layers, passes=table.repeats, progress=progress,
                                   chunk=layers_per_call)
         record_weights(table, signatures)
@@ -323,6 +356,12 @@ def exports_dir(table_path: str | Path) -> Path:
     return path.with_name(path.name + ".exports")
 
 
+def evaluation_exports_dir(table_path: str | Path) -> Path:
+    """Where `python -m mnas_nni.latency_table evaluate` keeps the unseen models' files while it runs."""
+    path = Path(table_path)
+    return path.with_name(path.name + ".evaluate-exports")
+
+
 def calibration_archs(config: SpaceConfig, n: int, seed: int) -> list[ArchSpec]:
     rng = random.Random(f"calibration-{seed}")
     return [random_arch(config, rng) for _ in range(n)]
@@ -343,6 +382,8 @@ def calibrate(table: LatencyTable, config: SpaceConfig, meter: Meter, n: int, se
     done_passes = {m["arch_key"]: int(m.get("passes", 1)) for m in table.models}
     new = sum(1 for a in archs if a.key not in done_passes)
     total = sum(max(0, passes - done_passes.get(a.key, 0)) for a in archs)
+    meter.prepare_models([a for a in archs if done_passes.get(a.key, 0) < passes], config.num_classes,
+                         config.resolution, progress)
     try:
         with Progress(TextColumn("[bold]models"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
                       TimeRemainingColumn(), disable=not progress or not total) as bar:
