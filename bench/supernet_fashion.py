@@ -4,8 +4,9 @@ The truth is `bench/results/ground_truth/fashion_mnist.csv` (bench/ground_truth.
 architecture's accuracy averaged over its seeds. Judged are the table's sampled architectures (families `random`
 and `latency_spread`: the ones a search of the space can produce). Every score is computed in the same run, on
 the table's recipe (`+experiment=fashion`): the supernet (inherited weights, BN recalibrated, then validation
-accuracy and likelihood, exp(-loss): `evaluator=supernet`'s two `supernet.score`s); the short stand-alone training (`--peer-steps` batches from scratch);
-and the training-free scores: parameters, multiply-adds (both from the table) and NASWOT (bench/_objective.py)
+accuracy and likelihood, exp(-loss): `evaluator=supernet`'s two `supernet.score`s); the short stand-alone
+training (`--peer-steps` batches from scratch, by its training loss); the product of the two likelihoods (does the
+supernet add to the short training?); and the training-free scores: parameters, multiply-adds (both from the table) and NASWOT (bench/_objective.py)
 on 16 Fashion-MNIST training images. Printed per score: Kendall tau over all, and how many of its top 10 are in
 the table's top 10. Cached under --out like the digits bench.
 """
@@ -167,6 +168,9 @@ def run(args: Any) -> None:
             [peer[a.key]["accuracy"] for a in archs], seconds)
         rows[f"short training, {args.peer_steps} batches: -train loss"] = (
             [-peer[a.key]["train_loss"] for a in archs], seconds)
+        # Both at once: the supernet's likelihood times the short training's (exp of minus the sum of the losses)
+        rows["supernet likelihood x short training's"] = (
+            [-(scores[a.key]["loss"] + peer[a.key]["train_loss"]) for a in archs], score_seconds + seconds)
     t0 = time.perf_counter()
     naswot = naswot_scores(archs, datamodule, config.resolution)
     rows["NASWOT (16 images)"] = (naswot, (time.perf_counter() - t0) / len(archs))
