@@ -22,6 +22,7 @@ import json
 import logging
 import statistics
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,8 @@ def searched_models(label: str, path: Path, top: int) -> list[tuple[str, str, An
 
 
 def evaluate(models: list[tuple[str, str, Any]], out: Path, seeds: int) -> list[dict[str, Any]]:
-    """Mean stand-alone accuracy over `seeds` and the measured median latency of every model (cached)."""
+    """Mean stand-alone accuracy over `seeds` (the digits proxy) and the measured median latency of every model
+    (cached)."""
     import torch
 
     from evaluators.accuracy import train_proxy
@@ -83,9 +85,8 @@ def evaluate(models: list[tuple[str, str, Any]], out: Path, seeds: int) -> list[
     latency = LatencyEvaluator(device, cache_path=out / "latency.sqlite", lock_dir=out / "locks")
     rows_path = out / "pareto.jsonl"
     done = cached(rows_path)
-    rows = []
-    for group, name, arch in models:
-        accuracies = []
+
+    def accuracies(arch: Any) -> list[float]:
         for seed in range(seeds):
             key = f"{arch.key}#seed{seed}"
             if key not in done:
@@ -93,11 +94,24 @@ def evaluate(models: list[tuple[str, str, Any]], out: Path, seeds: int) -> list[
                 result = train_proxy(build_model(arch, num_classes=10), datamodule, seed=seed, **train)
                 done[key] = {"id": key, "accuracy": result.accuracy}
                 append(rows_path, done[key])
-            accuracies.append(done[key]["accuracy"])
-        measured = latency.measure(build_model(arch, num_classes=10).eval(), arch.key, (1, 3, 32, 32))
-        rows.append({"group": group, "name": name, "accuracy": statistics.fmean(accuracies),
-                     "spread": max(accuracies) - min(accuracies), "latency_ms": measured.median_ms})
-        print(f"  {name:28s} accuracy {rows[-1]['accuracy']:.4f} (seeds {', '.join(f'{a:.3f}' for a in accuracies)})"
+        return [done[f"{arch.key}#seed{seed}"]["accuracy"] for seed in range(seeds)]
+
+    return measured_rows(models, accuracies, latency, resolution=32)
+
+
+def measured_rows(models: list[tuple[str, str, Any]], accuracies: Callable[[Any], list[float]], latency: Any,
+                  resolution: int) -> list[dict[str, Any]]:
+    """Per (group, name, architecture): `accuracies(arch)` over seeds (mean and spread) and the median latency
+    `latency` (a LatencyEvaluator) measures at `resolution`, printed as they come."""
+    from search_spaces.builder import build_model
+
+    rows = []
+    for group, name, arch in models:
+        accs = accuracies(arch)
+        measured = latency.measure(build_model(arch, num_classes=10).eval(), arch.key, (1, 3, resolution, resolution))
+        rows.append({"group": group, "name": name, "accuracy": statistics.fmean(accs),
+                     "spread": max(accs) - min(accs), "latency_ms": measured.median_ms})
+        print(f"  {name:28s} accuracy {rows[-1]['accuracy']:.4f} (seeds {', '.join(f'{a:.3f}' for a in accs)})"
               f"  latency {measured.median_ms:.3f} ms", flush=True)
     return rows
 

@@ -143,24 +143,16 @@ def reevaluate_fashion(models: list[tuple[str, str, Any]], out: Path, seeds: int
 
     from bench.ground_truth import recipe
     from bench.matched_latency import search_device, trained_accuracies
+    from bench.pareto import measured_rows
     from evaluators.fashion_mnist import FashionMnistDataModule
     from evaluators.latency import LatencyEvaluator
-    from search_spaces.builder import build_model
 
     settings = recipe()
     out.mkdir(parents=True, exist_ok=True)
     datamodule = cache(lambda: FashionMnistDataModule(**settings["data"]))
     latency = LatencyEvaluator(search_device(runs=300), cache_path=out / "latency.sqlite", lock_dir=out / "locks")
-    shape = (1, 3, settings["data"]["resolution"], settings["data"]["resolution"])
-    rows = []
-    for group, name, arch in models:
-        accuracies = trained_accuracies(arch, settings, seeds, out / "rows.jsonl", datamodule)
-        measured = latency.measure(build_model(arch, num_classes=10).eval(), arch.key, shape)
-        rows.append({"group": group, "name": name, "accuracy": statistics.fmean(accuracies),
-                     "spread": max(accuracies) - min(accuracies), "latency_ms": measured.median_ms})
-        print(f"  {name:28s} accuracy {rows[-1]['accuracy']:.4f} (seeds {', '.join(f'{a:.3f}' for a in accuracies)})"
-              f"  latency {measured.median_ms:.3f} ms", flush=True)
-    return rows
+    return measured_rows(models, lambda arch: trained_accuracies(arch, settings, seeds, out / "rows.jsonl", datamodule),
+                         latency, resolution=settings["data"]["resolution"])
 
 
 def main() -> None:

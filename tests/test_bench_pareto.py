@@ -31,3 +31,24 @@ def test_the_front_is_read_at_equal_latency():
     lines = compare(rows)
     assert "+5.0 points" in lines[0]  # A1 0.75 against MobileNetV2's 0.70 at 2 ms
     assert "1.000 ms: +10.0; 3.000 ms: -10.0" in lines[1]  # best searched at no more latency: 0.6, then 0.8
+
+
+def test_measured_rows_averages_each_models_seeds_and_measures_it_once_on_the_device(tmp_path, capsys):
+    from bench.pareto import measured_rows
+    from evaluators.latency import LatencyEvaluator
+    from evaluators.latency.local import LocalDevice
+
+    models = [(group, name, arch) for group, name, arch in reference_models() if name.endswith(("x0.35", "x0.5"))]
+    asked = []
+
+    def accuracies(arch):
+        asked.append(arch.key)
+        return [0.5, 0.7] if len(asked) == 1 else [0.9, 0.9]
+
+    latency = LatencyEvaluator(LocalDevice(runs=3, warmup=1), cache_path=tmp_path / "cache.sqlite",
+                               lock_dir=tmp_path / "locks")
+    rows = measured_rows(models, accuracies, latency, resolution=16)
+    assert asked == [arch.key for _, _, arch in models] and len(rows) == 2
+    assert rows[0]["accuracy"] == 0.6 and abs(rows[0]["spread"] - 0.2) < 1e-12 and rows[1]["spread"] == 0.0
+    assert all(r["latency_ms"] > 0 for r in rows) and [r["name"] for r in rows] == [name for _, name, _ in models]
+    assert "(seeds 0.500, 0.700)" in capsys.readouterr().out
