@@ -120,6 +120,19 @@ def read_rows(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def shipped_rows(recipe_key: str) -> dict[str, dict[str, Any]]:
+    """The shipped tables' rows (`bench/results/ground_truth/*.csv`) of one recipe hash, by `arch#seed`: what a
+    fresh clone has of the table without its build cache."""
+    rows: dict[str, dict[str, Any]] = {}
+    for table in sorted(RESULTS.glob("*.csv")):
+        with table.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("recipe") == recipe_key:
+                    rows[f"{row['arch']}#seed{row['seed']}"] = {"arch": row["arch"], "seed": int(row["seed"]),
+                                                                "accuracy": float(row["accuracy"])}
+    return rows
+
+
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """One whole line under an exclusive lock: workers on other cores append to the same file."""
     with path.open("a+") as f:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._engine import log_bench_run
-from bench.ground_truth import ROOT, append_row, read_rows, recipe, recipe_hash, train_one
+from bench.ground_truth import ROOT, append_row, read_rows, recipe, recipe_hash, shipped_rows, train_one
 from bench.pareto import DEMO_WIDTH
 
 RESULTS = ROOT / "bench" / "results" / "matched_latency"
@@ -125,8 +125,10 @@ def run_search(width: float, reward: str, target: float, args: argparse.Namespac
 
 
 def trained_accuracies(arch: Any, settings: dict[str, Any], seeds: int, rows_path: Path, datamodule: Any) -> list[float]:
-    """The recipe's test accuracy of `arch` per seed: from the table's rows or ours, else trained now."""
-    table_rows = read_rows(TABLE_ROWS / recipe_hash(settings) / "rows.jsonl")
+    """The recipe's test accuracy of `arch` per seed: from the table's rows (its build cache, else the shipped
+    CSV) or ours, else trained now."""
+    recipe_key = recipe_hash(settings)
+    table_rows = {**shipped_rows(recipe_key), **read_rows(TABLE_ROWS / recipe_key / "rows.jsonl")}
     accuracies = []
     for seed in range(seeds):
         key = f"{arch.key}#seed{seed}"

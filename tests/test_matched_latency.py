@@ -75,3 +75,24 @@ def test_a_search_that_meets_no_target_goes_on_to_extend_to_and_the_width_says_s
     assert found["arch"] is None and found["trials"] == 3  # 2 trials, then resumed on to --quick's 3
     assert "searched_hard" not in width and "searched" not in width and "mobilenet_v2" in width
     assert "searched_hard: no answer met T" in capsys.readouterr().out
+
+
+def test_a_fresh_clone_reuses_the_shipped_tables_rows_of_the_same_recipe_instead_of_training(tmp_path, monkeypatch):
+    import csv
+
+    from bench.ground_truth import RESULTS, recipe
+
+    monkeypatch.setattr(bench, "TABLE_ROWS", tmp_path / "no-build-cache")
+    with (RESULTS / "fashion_mnist.csv").open(newline="") as f:
+        shipped = [r for r in csv.DictReader(f) if r["family"] == "mobilenet_v2_x0.35"]
+    arch = bench.mobilenet_v2(0.35)
+    assert {r["arch"] for r in shipped} == {arch.key}
+
+    def no_training():
+        raise AssertionError("trained a row the shipped table holds")
+
+    accuracies = bench.trained_accuracies(arch, recipe(), 2, tmp_path / "rows.jsonl", no_training)
+    assert accuracies == [float(r["accuracy"]) for r in sorted(shipped, key=lambda r: int(r["seed"]))]
+    other = recipe(["train.epochs=4"])  # another recipe's rows are not this one's
+    monkeypatch.setattr(bench, "train_one", lambda *a: {"accuracy": 0.5})
+    assert bench.trained_accuracies(arch, other, 1, tmp_path / "rows4.jsonl", lambda: None) == [0.5]
