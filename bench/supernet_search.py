@@ -4,6 +4,8 @@
     taskset -c 1 python -m bench.supernet_search --seeds 0 --samples 200 --trials 20     # a shorter look
     taskset -c 1 python -m bench.supernet_search --data fashion_mnist --trials 60 --samples 300 \
         --supernet supernet.epochs=8 supernet.val_batches=10          # on the ground-truth table's recipe
+    (the same with `--arms multi` on core 0 and `--arms supernet` on core 1 runs the two searches side by side;
+    then the same command with both arms prints the comparison from the cached searches)
 
 Per seed, two searches run as a user runs them (`python -m mnas_nni`, one after the other on the same cores):
 - multi-trial: `strategy=ppo_rnn_short`, `--trials` trials, each trained with the proxy and measured on the device;
@@ -41,6 +43,7 @@ from bench.supernet import ROOT, append, cached, imagenet_preset_passes
 DIGITS_TRAIN_IMAGES = 1347  # DigitsDataModule's training split (1,797 x 0.75)
 DIGITS_VAL_IMAGES = 450
 FASHION_VAL_IMAGES = 10_000  # the official test images
+ARMS = ("multi", "supernet")  # the two searches compared
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ def reevaluate_fashion(models: list[tuple[str, str, Any]], out: Path, seeds: int
                          latency, resolution=settings["data"]["resolution"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=("digits", "fashion_mnist"), default="digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -165,7 +168,10 @@ def main() -> None:
     parser.add_argument("--supernet", nargs="*", default=[], metavar="supernet.KEY=VALUE",
                         help="overrides of the supernet search's supernet.* settings")
     parser.add_argument("--out", type=Path, default=None, help="default: outputs/bench_supernet_search[_<data>]")
-    args = parser.parse_args()
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                        help="run only these searches, e.g. `--arms multi` pinned to one core and `--arms supernet` "
+                             "to the other; the comparison is printed by a run with both, from the cached searches")
+    args = parser.parse_args(argv)
     if any(not o.startswith("supernet.") or "=" not in o for o in args.supernet):
         parser.error("--supernet takes supernet.KEY=VALUE overrides, e.g. supernet.epochs=8")
     args.out = args.out or ROOT / "outputs" / ("bench_supernet_search" + ("" if args.data == "digits" else f"_{args.data}"))
@@ -184,18 +190,26 @@ def main() -> None:
     data = ground(args.data, args.supernet)
     reevaluate = reevaluate_fashion if args.data == "fashion_mnist" else evaluate
 
-    print(f"layer table of the local device: built in {build_table(args.out, data.overrides):.0f} s "
-          "(one-time, per device)")
+    if "supernet" in args.arms:  # the multi-trial search measures every trial and needs no table
+        print(f"layer table of the local device: built in {build_table(args.out, data.overrides):.0f} s "
+              "(one-time, per device)")
     runs_path = args.out / "runs.jsonl"
     rows = []
     for seed in args.seeds:
-        multi = run_search(f"multi-s{seed}", args.out, [
-            *data.overrides, "strategy=ppo_rnn_short", f"search.max_trials={args.trials}", f"seed={seed}"], runs_path)
-        shared = run_search(f"supernet-s{seed}", args.out, [
-            *data.overrides, "evaluator=supernet", "strategy=ppo_rnn_short", f"search.max_trials={args.samples}",
-            f"search.confirm_top_k={args.confirm}", f"seed={seed}", "latency.mode=predict",
-            f"latency.table={args.out / 'table.json'}", f"supernet.dir={args.out / f'supernet-s{seed}' / 'supernet'}",
-            *args.supernet], runs_path)
+        if "multi" in args.arms:
+            multi = run_search(f"multi-s{seed}", args.out, [
+                *data.overrides, "strategy=ppo_rnn_short", f"search.max_trials={args.trials}", f"seed={seed}"],
+                runs_path)
+        if "supernet" in args.arms:
+            shared = run_search(f"supernet-s{seed}", args.out, [
+                *data.overrides, "evaluator=supernet", "strategy=ppo_rnn_short", f"search.max_trials={args.samples}",
+                f"search.confirm_top_k={args.confirm}", f"seed={seed}", "latency.mode=predict",
+                f"latency.table={args.out / 'table.json'}",
+                f"supernet.dir={args.out / f'supernet-s{seed}' / 'supernet'}", *args.supernet], runs_path)
+        if set(args.arms) != set(ARMS):
+            print(f"seed {seed}: the {' and '.join(args.arms)} search is done; run with both arms for the comparison",
+                  flush=True)
+            continue
         best_multi = winner(args.out / f"multi-s{seed}", confirmed=False)
         best_shared = winner(args.out / f"supernet-s{seed}", confirmed=True)
         evaluated = reevaluate([("multi", f"multi s{seed} trial {best_multi.trial}", ArchSpec.from_dict(best_multi.arch)),
@@ -222,6 +236,8 @@ def main() -> None:
               f"{row['supernet_best_confirmed']:.4f} (confirmed); both winners re-trained on 2 fresh seeds: "
               f"{row['multi_again']:.4f} (seed spread {row['multi_again_spread']:.4f}) vs {row['supernet_again']:.4f} "
               f"(seed spread {row['supernet_again_spread']:.4f})", flush=True)
+    if not rows:
+        return
     (args.out / "summary.json").write_text(json.dumps(rows, indent=1))
     mean = {k: statistics.fmean(r[k] for r in rows) for k in rows[0] if k != "seed"}
     print(f"\nmean over seeds {args.seeds}: wall-clock {mean['multi_seconds']:.0f} s vs {mean['supernet_seconds']:.0f} s "

@@ -54,3 +54,24 @@ def test_fashion_ground_counts_the_table_recipe_and_the_validation_batches_a_sco
     fewer = ground("fashion_mnist", ["supernet.val_batches=10", "supernet.calibration_batches=2"])
     assert fewer.scoring_images == 2 * 64 + 10 * 64
     assert ground("digits", []).overrides == () and ground("digits", []).train_images == DIGITS_TRAIN_IMAGES
+
+
+def test_one_arm_runs_only_its_own_searches_and_leaves_the_comparison_to_a_run_with_both(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    import bench.supernet_search as bench
+
+    ran = []
+    monkeypatch.setattr(bench, "run_search", lambda name, out, overrides, runs: ran.append((name, overrides)) or
+                        {"id": name, "seconds": 1.0})
+    monkeypatch.setattr(bench, "build_table", lambda *a: pytest.fail("the multi-trial arm needs no layer table"))
+    bench.main(["--data", "fashion_mnist", "--seeds", "0", "1", "--arms", "multi", "--out", str(tmp_path)])
+    assert [name for name, _ in ran] == ["multi-s0", "multi-s1"]
+    assert "run with both arms for the comparison" in capsys.readouterr().out
+    assert not (tmp_path / "summary.json").exists()
+    ran.clear()
+    monkeypatch.setattr(bench, "build_table", lambda *a: 1.0)
+    bench.main(["--data", "fashion_mnist", "--seeds", "0", "--arms", "supernet", "--supernet", "supernet.epochs=8",
+                "--out", str(tmp_path)])
+    assert [name for name, _ in ran] == ["supernet-s0"]
+    assert {"evaluator=supernet", "supernet.epochs=8", "+experiment=fashion"} <= set(ran[0][1])
