@@ -97,7 +97,7 @@ def evaluate(s: Setup, n: int, seed: int = 1, export_workers: int | None = None)
     kept beside the table until the evaluation ends, so a killed one does not lower them again."""
     from evaluators.latency import LatencyPredictor, LatencyTable, error_summary
     from evaluators.latency.layers import random_arch
-    from evaluators.latency.predictor import Meter, evaluation_exports_dir
+    from evaluators.latency.predictor import Meter, exports_dir
 
     table = LatencyTable.load(s.table_path)
     table.check_matches(s.device.name, s.device.runtime_id(), s.space.resolution)
@@ -116,7 +116,7 @@ def evaluate(s: Setup, n: int, seed: int = 1, export_workers: int | None = None)
     todo, passes, measured = list(archs.values()), table.repeats or 1, {}
     from rich.progress import Progress
 
-    exports = evaluation_exports_dir(table.path)
+    exports = exports_dir(table.path, job="evaluate")
     meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1, export_dir=exports,
                   export_workers=export_workers)
     meter.prepare_models(todo, s.space.num_classes, s.space.resolution, progress=sys.stderr.isatty())

@@ -330,8 +330,7 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
     log(f"{device.name} ({table.runtime}), {resolution} px: {len(signatures)} distinct layers, {todo} to measure; "
         f"table {table.path}")
     try:
-        meter.prepare_layers([s for s in signatures if table.passes.get(s, 1 if s in table.layers else 0)
-                              < table.repeats], progress)
+        meter.prepare_layers([s for s in signatures if table.layer_passes(s) < table.repeats], progress)
         measured = measure_layers(table, signatures, meter.layers, passes=table.repeats, progress=progress,
                                   chunk=layers_per_call)
         record_weights(table, signatures)
@@ -350,16 +349,11 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
                        meter.calls, meter.exports)
 
 
-def exports_dir(table_path: str | Path) -> Path:
-    """Where a build keeps the model files it measures in passes: beside its table."""
+def exports_dir(table_path: str | Path, job: str = "") -> Path:
+    """Where a build (or, with `job="evaluate"`, `latency_table evaluate`) keeps the model files it measures in
+    passes: beside its table."""
     path = Path(table_path)
-    return path.with_name(path.name + ".exports")
-
-
-def evaluation_exports_dir(table_path: str | Path) -> Path:
-    """Where `python -m mnas_nni.latency_table evaluate` keeps the unseen models' files while it runs."""
-    path = Path(table_path)
-    return path.with_name(path.name + ".evaluate-exports")
+    return path.with_name(path.name + (f".{job}-exports" if job else ".exports"))
 
 
 def calibration_archs(config: SpaceConfig, n: int, seed: int) -> list[ArchSpec]:

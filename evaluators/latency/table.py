@@ -76,6 +76,10 @@ class LatencyTable:
         self.repeats: int | None = data.get("repeats")  # passes over every layer/model, the lowest median kept
         self.passes: dict[str, int] = {k: int(v) for k, v in data.get("passes", {}).items()}  # per layer
 
+    def layer_passes(self, signature: str) -> int:
+        """Passes the layer has been measured in (a table from before pass counts: 1 if it holds the layer)."""
+        return self.passes.get(signature, 1 if signature in self.layers else 0)
+
     # ------------------------------------------------------------ file
 
     @classmethod
@@ -169,11 +173,8 @@ def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Call
         TimeRemainingColumn,
     )
 
-    def done_passes(signature: str) -> int:
-        return table.passes.get(signature, 1 if signature in table.layers else 0)
-
     new = sum(1 for s in signatures if s not in table.layers)
-    total = sum(max(0, passes - done_passes(s)) for s in signatures)
+    total = sum(max(0, passes - table.layer_passes(s)) for s in signatures)
     if not total:
         return 0
     measured, last_save = 0, time.monotonic()
@@ -183,7 +184,7 @@ def measure_layers(table: LatencyTable, signatures: Sequence[str], measure: Call
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("layers", total=total)
             for pass_index in range(passes):
-                todo = [s for s in signatures if done_passes(s) <= pass_index]
+                todo = [s for s in signatures if table.layer_passes(s) <= pass_index]
                 for start in range(0, len(todo), max(1, chunk)):
                     batch = todo[start:start + max(1, chunk)]
                     for signature, ms in zip(batch, measure(batch)):
