@@ -6,8 +6,8 @@ and `latency_spread`: the ones a search of the space can produce). Every score i
 the table's recipe (`+experiment=fashion`): the supernet (inherited weights, BN recalibrated, then validation
 accuracy and likelihood, exp(-loss): `evaluator=supernet`'s two `supernet.score`s); the short stand-alone
 training (`--peer-steps` batches from scratch, by its training loss); the product of the two likelihoods (does the
-supernet add to the short training?); and the training-free scores: parameters, multiply-adds (both from the table) and NASWOT (bench/_objective.py)
-on 16 Fashion-MNIST training images. Printed per score: Kendall tau over all, and how many of its top 10 are in
+supernet add to the short training?); and the training-free scores: parameters, multiply-adds (both from the
+table) and NASWOT (bench/_objective.py) on 16 Fashion-MNIST training images. Printed per score: Kendall tau over all, and how many of its top 10 are in
 the table's top 10. Cached under --out like the digits bench.
 """
 
