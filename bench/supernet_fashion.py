@@ -85,6 +85,21 @@ def settings_table(root: Path, archs: list[Any], truth_acc: list[float], top: in
     return rows
 
 
+def pooled_likelihood(root: Path, archs: list[Any]) -> tuple[list[str], list[float]]:
+    """Every cached supernet under `root` that scored all of `archs`, and their scores pooled: minus the mean of
+    their validation losses (the geometric mean of their likelihoods). If the supernets' error against the table
+    were noise, pooling would rank better than any one of them; if it is bias, little better."""
+    complete = []
+    for path in sorted(root.glob("*/supernet_scores.jsonl")):
+        scores = cached(path)
+        if all("loss" in scores.get(a.key, {}) for a in archs):
+            complete.append((path.parent.name, scores))
+    if not complete:
+        return [], []
+    return ([name for name, _ in complete],
+            [-statistics.fmean(scores[a.key]["loss"] for _, scores in complete) for a in archs])
+
+
 def fashion_images(datamodule: Any, n: int = 16) -> Any:
     """`n` training images, classes balanced (the first of each class in the subset's order), as a model sees them."""
     import torch
@@ -196,6 +211,11 @@ def run(args: Any) -> None:
         print(f"  {row['setting']:48s} {row['score']:10s} {row['tau']:6.3f} {row['tau_head']:6.3f} "
               f"{row['top_overlap']:4d}/{args.top} {row['train_seconds']:8.0f} {row['images_seen']:9d} "
               f"{row['seconds_per_score']:8.2f}")
+    names, pooled = pooled_likelihood(root, archs)
+    if len(names) > 1:
+        figures = fidelity(pooled, truth_acc, args.top)
+        print(f"  {f'the {len(names)} supernets above, pooled (mean loss)':48s} {'likelihood':10s} "
+              f"{figures['tau']:6.3f} {figures['tau_head']:6.3f} {figures['top_overlap']:4d}/{args.top}")
     others = agreement(archs, scores, root, scores_path)
     if others:  # low agreement: the supernets' error is noise, and averaging them helps; high: it is bias
         print("  this supernet's accuracy scores against every other cached one (tau): "

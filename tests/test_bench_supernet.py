@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bench.supernet import agreement, finetuned_score
+from bench.supernet_fashion import pooled_likelihood
 
 
 class Arch:
@@ -30,6 +31,18 @@ def test_agreement_is_tau_against_every_other_complete_supernet(tmp_path):
     write_scores(tmp_path / "mine" / "supernet_scores.jsonl", {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.1})
     result = agreement(archs, mine, tmp_path, tmp_path / "mine" / "supernet_scores.jsonl")
     assert result == pytest.approx({"same": 1.0, "reversed": -1.0})
+
+
+def test_pooled_likelihood_is_minus_the_mean_loss_of_every_supernet_that_scored_all(tmp_path):
+    archs = [Arch(k) for k in "abc"]
+    for name, losses in (("one", (1.0, 2.0, 3.0)), ("two", (3.0, 0.0, 1.0)), ("partial", (9.0, 9.0))):
+        path = tmp_path / name / "supernet_scores.jsonl"
+        path.parent.mkdir()
+        path.write_text("".join(json.dumps({"id": k, "loss": v}) + "\n" for k, v in zip("abc", losses)))
+    names, pooled = pooled_likelihood(tmp_path, archs)
+    assert names == ["one", "two"]  # "partial" lacks c
+    assert pooled == pytest.approx([-2.0, -1.0, -2.0])
+    assert pooled_likelihood(tmp_path / "none", archs) == ([], [])
 
 
 def test_a_finetuned_score_trains_a_copy_and_leaves_the_supernet_as_it_was():
