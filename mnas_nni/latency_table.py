@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -97,6 +96,7 @@ def evaluate(s: Setup, n: int, seed: int = 1, export_workers: int | None = None)
     kept beside the table until the evaluation ends, so a killed one does not lower them again."""
     from evaluators.latency import LatencyPredictor, LatencyTable, error_summary
     from evaluators.latency.layers import random_arch
+    from evaluators.latency.lock import shared_folder
     from evaluators.latency.predictor import Meter, exports_dir
 
     table = LatencyTable.load(s.table_path)
@@ -116,19 +116,19 @@ def evaluate(s: Setup, n: int, seed: int = 1, export_workers: int | None = None)
     todo, passes, measured = list(archs.values()), table.repeats or 1, {}
     from rich.progress import Progress
 
-    exports = exports_dir(table.path, job="evaluate")
-    meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1, export_dir=exports,
-                  export_workers=export_workers)
-    meter.prepare_models(todo, s.space.num_classes, s.space.resolution, progress=sys.stderr.isatty())
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:  # passes, as the table was built
-        task = bar.add_task("measuring", total=len(todo) * passes)
-        for _ in range(passes):
-            for start in range(0, len(todo), 4):
-                batch = todo[start:start + 4]
-                for arch, ms in zip(batch, meter.models(batch, s.space.num_classes, s.space.resolution)):
-                    measured[arch.key] = min(ms, measured.get(arch.key, ms))
-                bar.advance(task, len(batch))
-    shutil.rmtree(exports, ignore_errors=True)
+    # another evaluation of this table may share the folder: the last to end removes it
+    with shared_folder(exports_dir(table.path, job="evaluate"), s.evaluator.lock_dir) as exports:
+        meter = Meter(s.device, s.evaluator.lock_dir, s.evaluator.interval_log, repeats=1, export_dir=exports,
+                      export_workers=export_workers)
+        meter.prepare_models(todo, s.space.num_classes, s.space.resolution, progress=sys.stderr.isatty())
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:  # passes, as the table was built
+            task = bar.add_task("measuring", total=len(todo) * passes)
+            for _ in range(passes):
+                for start in range(0, len(todo), 4):
+                    batch = todo[start:start + 4]
+                    for arch, ms in zip(batch, meter.models(batch, s.space.num_classes, s.space.resolution)):
+                        measured[arch.key] = min(ms, measured.get(arch.key, ms))
+                    bar.advance(task, len(batch))
     rows = []
     for arch in todo:
         terms = predictor.terms(arch)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from evaluators.latency import (
     space_signatures,
 )
 from evaluators.latency.layers import arch_signatures, random_arch
+from evaluators.latency.lock import shared_folder, table_build_lock
 from evaluators.latency.predictor import exports_dir
 from mnas_core.errors import ConfigError, DeviceError
 from search_spaces import SpaceConfig
@@ -155,6 +158,50 @@ def test_export_workers_write_every_file_before_the_first_measurement_of_its_pha
     with pytest.raises(ConfigError, match="export workers must be a positive integer, got 0"):
         build_table(device, space, path, evaluator(device, tmp_path), export_workers=0, progress=False,
                     log=lambda _: None)
+
+
+def test_a_second_build_of_a_table_waits_for_the_first_and_goes_on_from_what_it_saved(built, tmp_path):
+    path, logged, reports = tmp_path / "table.json", [], []
+    device = local_device()
+
+    def second_build():
+        reports.append(build_table(device, tiny_space(), path, evaluator(device, tmp_path), calibration_models=5,
+                                   repeats=2, progress=False, log=logged.append))
+
+    with table_build_lock(path, tmp_path / "locks"):  # the first build, holding the table
+        second = threading.Thread(target=second_build)
+        second.start()
+        second.join(timeout=5)
+        assert second.is_alive() and any("waiting for it" in line for line in logged)
+        shutil.copy(built, path)  # what the first build saves as it ends
+    second.join(timeout=120)
+    # nothing measured twice: the waiting build found the table complete
+    assert reports and reports[0].layers_measured == 0 and reports[0].models_measured == 0
+
+
+def test_a_shared_exports_folder_is_removed_by_its_last_user_and_kept_after_a_failure(tmp_path):
+    folder, locks = tmp_path / "table.json.evaluate-exports", tmp_path / "locks"
+    other = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from evaluators.latency.lock import shared_folder\n"
+        f"with shared_folder({str(folder)!r}, {str(locks)!r}) as f:\n"
+        "    f.mkdir(parents=True, exist_ok=True); (f / 'a.onnx').write_text('x'); print('in', flush=True)\n"
+        "    sys.stdin.readline()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert other.stdout.readline().strip() == "in"
+        with shared_folder(folder, locks):
+            (folder / "b.onnx").write_text("y")
+        assert (folder / "a.onnx").is_file()  # the other evaluation still measures from it
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.wait(timeout=60) == 0
+    finally:
+        other.kill()
+    assert not folder.exists()  # the last user removed it
+    with pytest.raises(RuntimeError), shared_folder(folder, locks):
+        folder.mkdir()
+        raise RuntimeError("device lost")
+    assert folder.is_dir()  # a failed job keeps its files for the next run
 
 
 def test_a_foreign_or_damaged_table_is_refused_saying_what_differs(built, tmp_path):

@@ -1,12 +1,16 @@
-"""One measurement at a time per device, across threads and processes (filelock-based)."""
+"""One measurement at a time per device, across threads and processes (filelock-based); one build per latency
+table, and a kept-exports folder removed only by its last user (`flock`, which the kernel drops when a process ends
+in any way, so a killed build never blocks the next)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,3 +70,40 @@ def read_intervals(interval_log: str | Path) -> list[tuple[str, int, int, int]]:
             device, start, end, pid = line.rsplit(" ", 3)
             rows.append((device, int(start), int(end), int(pid)))
     return rows
+
+
+def _path_lock(lock_dir: str | Path, job: str, path: Path) -> Path:
+    """The lock file of `job` on `path` (a table, a folder), in the lock directory rather than beside it."""
+    lock = lock_path(lock_dir, f"{job}:{path.expanduser().resolve()}")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return lock
+
+
+@contextmanager
+def table_build_lock(table_path: str | Path, lock_dir: str | Path = DEFAULT_LOCK_DIR,
+                     log: Callable[[str], None] = print) -> Iterator[None]:
+    """One build of a table at a time, across processes: a second build waits for the first and then goes on
+    from the table it saved, so no layer is measured twice and neither build's save overwrites the other's."""
+    with open(_path_lock(lock_dir, "table-build", Path(table_path)), "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is building {table_path}: waiting for it, then going on from what it saved")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
+def shared_folder(folder: str | Path, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> Iterator[Path]:
+    """Use `folder` (kept model files) while other processes may use it too. When the body ends normally the
+    folder is removed, unless another process still holds it (the last one removes it); when the body fails it
+    stays, so a job run again reuses its files."""
+    folder = Path(folder)
+    with open(_path_lock(lock_dir, "folder", folder), "a+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)  # waits while a last user removes the folder
+        yield folder
+        try:  # only when no other process holds it shared
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        shutil.rmtree(folder, ignore_errors=True)

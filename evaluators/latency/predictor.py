@@ -49,7 +49,7 @@ from .layers import (
     space_hash,
     space_signatures,
 )
-from .lock import DEFAULT_LOCK_DIR, device_lock
+from .lock import DEFAULT_LOCK_DIR, device_lock, table_build_lock
 from .prepare import ExportJob, default_workers, export_ahead, kept_file, kept_stem
 from .result import LatencyResult
 from .table import BUILD_HINT, LatencyTable, Terms, measure_layers, open_table
@@ -316,8 +316,17 @@ def build_table(device: LatencyDevice, config: SpaceConfig, path: str | Path, ev
     ``evaluator`` gives the lock directory and interval log. Layers and whole models are measured alike (see
     `Meter`), in ``repeats`` passes over all of them, each keeping its lowest median; their files are exported
     first, on ``export_workers`` processes (`Meter`). Killed or failed half way, the table keeps what it has (and
-    the files exported so far); call again to continue.
+    the files exported so far); call again to continue. A second build of the same table started meanwhile waits
+    for this one, then goes on from the table it saved.
     """
+    with table_build_lock(path, evaluator.lock_dir, log):
+        return _build(device, config, path, evaluator, calibration_models, seed, progress, log, layers_per_call,
+                      repeats, export_workers)
+
+
+def _build(device: LatencyDevice, config: SpaceConfig, path: str | Path, evaluator: LatencyEvaluator,
+           calibration_models: int, seed: int, progress: bool, log: Callable[[str], None], layers_per_call: int,
+           repeats: int, export_workers: int | None) -> BuildReport:
     started = time.perf_counter()
     resolution, num_classes = config.resolution, config.num_classes
     table = open_table(path, device.name, device.runtime_id(), resolution, device.describe())
