@@ -26,6 +26,7 @@ search and evaluation is cached under --out, so a killed bench continues with th
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import shutil
@@ -34,6 +35,8 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +79,29 @@ def ground(data: str, supernet_overrides: list[str]) -> Ground:
     return Ground(overrides, train_images, epochs, scoring)
 
 
+@contextmanager
+def job_lock(out: Path, name: str) -> Iterator[None]:
+    """Held while this process runs job `name`: another bench process asking for it waits, then finds its record,
+    instead of taking the running job's folder for a killed one's and starting it again. The kernel drops the
+    lock when its holder dies, so a killed job is still run again."""
+    (out / "locks").mkdir(parents=True, exist_ok=True)
+    with open(out / "locks" / f"bench-{name}.lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"  {name}: another bench process is running it; waiting for it", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def run_search(name: str, out: Path, overrides: list[str], runs_path: Path) -> dict[str, Any]:
-    """`python -m mnas_nni` with `overrides` in `out/name`, timed; a run without a record is started again."""
+    """`python -m mnas_nni` with `overrides` in `out/name`, timed; a run without a record is started again
+    (unless another bench process is running it: then its record is waited for)."""
+    with job_lock(out, name):
+        return _run_search(name, out, overrides, runs_path)
+
+
+def _run_search(name: str, out: Path, overrides: list[str], runs_path: Path) -> dict[str, Any]:
     done = cached(runs_path)
     if name in done:
         return done[name]
@@ -98,6 +122,11 @@ def run_search(name: str, out: Path, overrides: list[str], runs_path: Path) -> d
 
 def build_table(out: Path, overrides: tuple[str, ...] = ()) -> float:
     """The local device's layer table (one-time); returns the seconds its build took (cached)."""
+    with job_lock(out, "layer-table"):
+        return _build_table(out, overrides)
+
+
+def _build_table(out: Path, overrides: tuple[str, ...]) -> float:
     record = out / "table_build.json"
     if record.exists():
         return json.loads(record.read_text())["seconds"]

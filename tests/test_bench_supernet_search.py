@@ -75,3 +75,27 @@ def test_one_arm_runs_only_its_own_searches_and_leaves_the_comparison_to_a_run_w
                 "--out", str(tmp_path)])
     assert [name for name, _ in ran] == ["supernet-s0"]
     assert {"evaluator=supernet", "supernet.epochs=8", "+experiment=fashion"} <= set(ran[0][1])
+
+
+def test_a_search_another_bench_process_is_running_is_waited_for_not_deleted_and_run_again(tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    import bench.supernet_search as bench
+
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: ran.append(a))
+    ran, results = [], []
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "multi-s0").mkdir()
+    (tmp_path / "multi-s0" / "trials.jsonl").write_text("{}\n")  # the other process's search, still running
+    with open(tmp_path / "locks" / "bench-multi-s0.lock", "a+") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        waiter = threading.Thread(target=lambda: results.append(
+            bench.run_search("multi-s0", tmp_path, [], tmp_path / "runs.jsonl")))
+        waiter.start()
+        waiter.join(1.0)
+        assert waiter.is_alive() and (tmp_path / "multi-s0" / "trials.jsonl").exists()
+        (tmp_path / "runs.jsonl").write_text(json.dumps({"id": "multi-s0", "seconds": 7.0}) + "\n")
+    waiter.join(5.0)
+    assert results == [{"id": "multi-s0", "seconds": 7.0}] and not ran
+    assert (tmp_path / "multi-s0" / "trials.jsonl").exists()
