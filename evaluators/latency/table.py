@@ -15,6 +15,7 @@ from there. A table answers only for the device, runtime and resolution it was b
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -104,8 +105,34 @@ class LatencyTable:
                 "spaces": self.spaces, "calibration": {"models": self.models, "fit": self.fit}}
 
     def save(self) -> None:
-        """Replace the file atomically: readers and a later resume only ever see a complete table."""
+        """Replace the file atomically: readers and a later resume only ever see a complete table. What another
+        process saved to the file since this one read it is taken in first (two searches, or a search and a build,
+        adding to one table keep both sides' measurements, not the last save's)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)  # one save at a time in this folder; dropped if the process dies
+            self._take_in_saved()
+            self._write()
+        finally:
+            os.close(folder)
+
+    def _take_in_saved(self) -> None:
+        """Add what the saved file holds and this table lacks; what this table holds wins."""
+        try:
+            saved = LatencyTable.load(self.path)
+        except ConfigError:
+            return  # none yet, or damaged: this save replaces it
+        if (saved.device, saved.runtime, saved.resolution) != (self.device, self.runtime, self.resolution):
+            return
+        for mine, theirs in ((self.layers, saved.layers), (self.weights, saved.weights),
+                             (self.passes, saved.passes), (self.spaces, saved.spaces)):
+            for key, value in theirs.items():
+                mine.setdefault(key, value)
+        known = self.calibration_keys()
+        self.models.extend(m for m in saved.models if m["arch_key"] not in known)
+
+    def _write(self) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
