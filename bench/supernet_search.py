@@ -26,7 +26,7 @@ search and evaluation is cached under --out, so a killed bench continues with th
 from __future__ import annotations
 
 import argparse
-import fcntl
+import functools
 import json
 import logging
 import shutil
@@ -35,8 +35,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,19 +78,14 @@ def ground(data: str, supernet_overrides: list[str]) -> Ground:
     return Ground(overrides, train_images, epochs, scoring)
 
 
-@contextmanager
-def job_lock(out: Path, name: str) -> Iterator[None]:
+def job_lock(out: Path, name: str) -> AbstractContextManager[None]:
     """Held while this process runs job `name`: another bench process asking for it waits, then finds its record,
     instead of taking the running job's folder for a killed one's and starting it again. The kernel drops the
     lock when its holder dies, so a killed job is still run again."""
-    (out / "locks").mkdir(parents=True, exist_ok=True)
-    with open(out / "locks" / f"bench-{name}.lock", "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"  {name}: another bench process is running it; waiting for it", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    from evaluators.latency.lock import waiting_lock
+
+    return waiting_lock(out / "locks" / f"bench-{name}.lock", f"  {name}: another bench process is running it; "
+                        "waiting for it", functools.partial(print, flush=True))
 
 
 def run_search(name: str, out: Path, overrides: list[str], runs_path: Path) -> dict[str, Any]:

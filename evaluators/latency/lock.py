@@ -80,16 +80,27 @@ def _path_lock(lock_dir: str | Path, job: str, path: Path) -> Path:
 
 
 @contextmanager
+def waiting_lock(lock_file: str | Path, waiting: str, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold an exclusive `flock` on `lock_file` for the body; if another process holds it, say `waiting` and wait
+    for it. The kernel drops the lock when its holder ends in any way."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
 def table_build_lock(table_path: str | Path, lock_dir: str | Path = DEFAULT_LOCK_DIR,
                      log: Callable[[str], None] = print) -> Iterator[None]:
     """One build of a table at a time, across processes: a second build waits for the first and then goes on
     from the table it saved, so no layer is measured twice and neither build's save overwrites the other's."""
-    with open(_path_lock(lock_dir, "table-build", Path(table_path)), "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"another process is building {table_path}: waiting for it, then going on from what it saved")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    with waiting_lock(_path_lock(lock_dir, "table-build", Path(table_path)),
+                      f"another process is building {table_path}: waiting for it, then going on from what it saved", log):
         yield
 
 
